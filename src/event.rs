@@ -1,0 +1,81 @@
+//! Records that flow through the dataflow: parsed events and their field values.
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// A field value as the pipeline uses it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum Value {
+    /// Absent, null or empty.
+    #[default]
+    Missing,
+    /// A number (aggregated fields, numeric features).
+    Num(f64),
+    /// Text (keys, categories, user agents).
+    Str(CompactString),
+}
+
+impl Value {
+    /// The number, if this is one.
+    pub fn as_num(&self) -> Option<f64> {
+        match self {
+            Value::Num(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The text, if this is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Renders the value for the full CSV (missing = empty).
+    pub fn write_to(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Value::Missing => {}
+            Value::Num(n) => write!(out, "{n}").unwrap(),
+            Value::Str(s) => out.push_str(s),
+        }
+    }
+
+    /// The value as JSON, for side files.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Missing => serde_json::Value::Null,
+            Value::Num(n) => serde_json::json!(n),
+            Value::Str(s) => serde_json::json!(s.as_str()),
+        }
+    }
+}
+
+/// One event of a stream, with the fields the pipeline reads (in [`crate::config::StreamSchema`] order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Stream index.
+    pub stream: u16,
+    /// Event id (CSV row number when the source has no id column).
+    pub id: CompactString,
+    /// Event time.
+    pub time: Time,
+    /// Field values.
+    pub fields: Vec<Value>,
+}
+
+impl Event {
+    /// Order of events that share a time: by stream, then id. Makes `last` and float sums
+    /// independent of arrival order.
+    pub fn tie_key(&self) -> (u16, &str) {
+        (self.stream, &self.id)
+    }
+}
+
+/// A stable 64-bit hash (xxh3) for exchange routing, splits and categorical encoding.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}

@@ -1,0 +1,206 @@
+//! State of one declared aggregate for one key, updated in event-time order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Agg, FeatureSpec};
+use crate::event::{stable_hash, Value};
+use crate::time::Time;
+
+/// Running state of one aggregate of one key (32 bytes inline; sets and windows boxed).
+///
+/// Reads happen at a time `t` and see exactly the events applied before (all with time `< t`,
+/// DESIGN.md clause 6); sliding windows cover `[t - window, t)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AggState {
+    /// Lifetime count.
+    Count(u64),
+    /// Lifetime sum and count (sum, mean).
+    Sum(f64, u64),
+    /// Lifetime extreme (min or max), if any event.
+    Extreme(Option<f64>),
+    /// Latest (time, value): `last` and `time_since_last`.
+    Last(Option<(Time, f64)>),
+    /// Lifetime distinct values (hashed).
+    Distinct(Box<HashSet<u64>>),
+    /// A sliding window.
+    Window(Box<Window>),
+}
+
+/// Events inside a sliding window, oldest first, with running sums.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Window {
+    /// (time, value); for min/max a monotone deque, front = answer.
+    events: VecDeque<(Time, f64)>,
+    /// Number of events in the window (min/max deques hold fewer).
+    count: u64,
+    sum: f64,
+    distinct: HashMap<u64, u32>,
+    last: Option<(Time, f64)>,
+}
+
+impl AggState {
+    /// Empty state for a feature.
+    pub fn new(spec: &FeatureSpec) -> Self {
+        if spec.window.is_some() {
+            return AggState::Window(Box::default());
+        }
+        match spec.agg {
+            Agg::Count => AggState::Count(0),
+            Agg::Sum | Agg::Mean | Agg::Ratio => AggState::Sum(0.0, 0),
+            Agg::Min | Agg::Max => AggState::Extreme(None),
+            Agg::Last | Agg::TimeSinceLast => AggState::Last(None),
+            Agg::DistinctCount => AggState::Distinct(Box::default()),
+        }
+    }
+
+    /// Applies one event of the aggregated stream at `time` (`value` = its aggregated field).
+    pub fn apply(&mut self, spec: &FeatureSpec, time: Time, value: &Value) {
+        let x = match spec.agg {
+            Agg::Count | Agg::TimeSinceLast => 1.0,
+            Agg::DistinctCount => match value {
+                Value::Missing => return,
+                Value::Str(s) => f64::from_bits(stable_hash(s.as_bytes())),
+                Value::Num(n) => f64::from_bits(stable_hash(&n.to_le_bytes())),
+            },
+            _ => match value.as_num() {
+                Some(x) => x,
+                None => return, // missing values are skipped by numeric aggregates
+            },
+        };
+        match self {
+            AggState::Count(n) => *n += 1,
+            AggState::Sum(s, n) => {
+                *s += x;
+                *n += 1;
+            }
+            AggState::Extreme(e) => {
+                *e = Some(match (*e, spec.agg) {
+                    (Some(v), Agg::Min) => v.min(x),
+                    (Some(v), _) => v.max(x),
+                    (None, _) => x,
+                })
+            }
+            AggState::Last(l) => *l = Some((time, x)),
+            AggState::Distinct(set) => {
+                set.insert(x.to_bits());
+            }
+            AggState::Window(w) => w.push(spec.agg, time, x),
+        }
+    }
+
+    /// The value at time `now` (state of events strictly before `now`); `None` = missing.
+    pub fn read(&mut self, spec: &FeatureSpec, now: Time) -> Option<f64> {
+        match self {
+            AggState::Count(n) => Some(*n as f64),
+            AggState::Sum(s, n) => match spec.agg {
+                Agg::Mean => (*n > 0).then(|| *s / *n as f64),
+                _ => Some(*s),
+            },
+            AggState::Extreme(e) => *e,
+            AggState::Last(l) => l.map(|(t, v)| match spec.agg {
+                Agg::TimeSinceLast => (now - t) as f64 / 1000.0,
+                _ => v,
+            }),
+            AggState::Distinct(set) => Some(set.len() as f64),
+            AggState::Window(w) => {
+                let length = spec.window.unwrap_or(Time::MAX);
+                w.expire(spec.agg, now.saturating_sub(length));
+                w.read(spec.agg)
+            }
+        }
+    }
+
+    /// Rough heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            AggState::Distinct(s) => 48 + s.capacity() * 9,
+            AggState::Window(w) => 120 + w.events.capacity() * 16 + w.distinct.capacity() * 13,
+            _ => 0,
+        }
+    }
+}
+
+impl Window {
+    fn push(&mut self, agg: Agg, time: Time, x: f64) {
+        match agg {
+            // Monotone deques: drop entries the new one dominates.
+            Agg::Min => {
+                while self.events.back().is_some_and(|&(_, v)| v >= x) {
+                    self.events.pop_back();
+                }
+            }
+            Agg::Max => {
+                while self.events.back().is_some_and(|&(_, v)| v <= x) {
+                    self.events.pop_back();
+                }
+            }
+            Agg::DistinctCount => *self.distinct.entry(x.to_bits()).or_insert(0) += 1,
+            _ => self.sum += x,
+        }
+        self.events.push_back((time, x));
+        self.count += 1;
+        self.last = Some((time, x));
+    }
+
+    /// Drops entries older than `start`.
+    fn expire(&mut self, agg: Agg, start: Time) {
+        while let Some(&(t, x)) = self.events.front() {
+            if t >= start {
+                break;
+            }
+            self.events.pop_front();
+            match agg {
+                Agg::DistinctCount => {
+                    let n = self
+                        .distinct
+                        .get_mut(&x.to_bits())
+                        .expect("counted on push");
+                    *n -= 1;
+                    if *n == 0 {
+                        self.distinct.remove(&x.to_bits());
+                    }
+                }
+                Agg::Min | Agg::Max => {}
+                _ => {
+                    self.sum -= x;
+                    self.count -= 1;
+                }
+            }
+        }
+        if self.events.is_empty() {
+            self.sum = 0.0; // no float drift carried over an empty window
+            self.count = 0;
+        }
+        if self.last.is_some_and(|(t, _)| t < start) {
+            self.last = None;
+        }
+    }
+
+    fn read(&self, agg: Agg) -> Option<f64> {
+        match agg {
+            Agg::Count => Some(self.count as f64),
+            Agg::Sum => Some(self.sum),
+            Agg::Mean => (self.count > 0).then(|| self.sum / self.count as f64),
+            Agg::Min | Agg::Max => self.events.front().map(|&(_, v)| v),
+            Agg::Last => self.last.map(|(_, v)| v),
+            Agg::DistinctCount => Some(self.distinct.len() as f64),
+            Agg::TimeSinceLast | Agg::Ratio => None,
+        }
+    }
+}
+
+/// Fills ratio features from their operands: `(num + prior * strength) / (den + strength)`.
+pub fn fill_ratios(specs: &[FeatureSpec], values: &mut [Option<f64>]) {
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some((num, den, prior, strength)) = spec.ratio {
+            values[i] = match (values[num], values[den]) {
+                (Some(n), Some(d)) if d + strength != 0.0 => {
+                    Some((n + prior * strength) / (d + strength))
+                }
+                _ => None,
+            };
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Features: per-event derived values and per-entity aggregates as of each example's time.
+
+pub mod agg;
+pub mod derived;
+pub mod table_op;

@@ -1,0 +1,195 @@
+//! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use super::agg::{fill_ratios, AggState};
+use crate::config::{Pipeline, TableSpec};
+use crate::dataflow::hold::Held;
+use crate::event::{stable_hash, Event, Value};
+use crate::time::Time;
+
+/// An event routed to one table under one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableRecord {
+    /// Table index.
+    pub table: u16,
+    /// Key value (key fields joined by `|`).
+    pub key: CompactString,
+    /// Read the table for this example (instead of applying the event).
+    pub lookup: bool,
+    /// The event.
+    pub event: Event,
+}
+
+/// Table values for one example, sent to the label join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fragment {
+    /// Example id.
+    pub example_id: CompactString,
+    /// Table index.
+    pub table: u16,
+    /// Feature values (`None` = missing), in the table's column order.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Key of an event in a table, if the table reads its stream.
+pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
+    let fields = table.key_fields[ev.stream as usize].as_ref()?;
+    let mut key = CompactString::default();
+    for (i, &f) in fields.iter().enumerate() {
+        if i > 0 {
+            key.push('|');
+        }
+        match &ev.fields[f] {
+            Value::Str(s) => key.push_str(s),
+            Value::Num(n) => key.push_str(&n.to_string()),
+            Value::Missing => return None, // required fields: the source rejects these
+        }
+    }
+    Some(key)
+}
+
+/// Routes an event to the tables: one lookup per table for examples, one update per table
+/// that aggregates the event's stream.
+pub fn route(p: &Pipeline, ev: &Event) -> Vec<TableRecord> {
+    let mut out = Vec::new();
+    for (ti, t) in p.tables.iter().enumerate() {
+        let Some(key) = table_key(t, ev) else {
+            continue;
+        };
+        if ev.stream as usize == p.label.example_stream {
+            out.push(TableRecord {
+                table: ti as u16,
+                key: key.clone(),
+                lookup: true,
+                event: ev.clone(),
+            });
+        }
+        if t.features
+            .iter()
+            .any(|f| f.ratio.is_none() && f.stream == ev.stream as usize)
+        {
+            out.push(TableRecord {
+                table: ti as u16,
+                key,
+                lookup: false,
+                event: ev.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// State of every table on this worker: key -> one state per feature.
+pub struct Tables {
+    pipeline: Arc<Pipeline>,
+    state: Vec<HashMap<CompactString, Vec<AggState>>>,
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        let state = pipeline.tables.iter().map(|_| HashMap::new()).collect();
+        Tables { pipeline, state }
+    }
+
+    /// Values of `table` for `key` as of just before `now`.
+    pub fn read(&mut self, table: usize, key: &str, now: Time) -> Vec<Option<f64>> {
+        let spec = &self.pipeline.tables[table];
+        let mut values: Vec<Option<f64>> = match self.state[table].get_mut(key) {
+            Some(states) => spec
+                .features
+                .iter()
+                .zip(states.iter_mut())
+                .map(|(f, s)| s.read(f, now))
+                .collect(),
+            None => spec
+                .features
+                .iter()
+                .map(|f| AggState::new(f).read(f, now))
+                .collect(),
+        };
+        fill_ratios(&spec.features, &mut values);
+        values
+    }
+
+    /// Applies an event at its time to `table` under `key`.
+    pub fn apply(&mut self, table: usize, key: &CompactString, ev: &Event) {
+        let spec = &self.pipeline.tables[table];
+        let states = self.state[table]
+            .entry(key.clone())
+            .or_insert_with(|| spec.features.iter().map(AggState::new).collect());
+        for (f, s) in spec.features.iter().zip(states.iter_mut()) {
+            if f.ratio.is_none() && f.stream == ev.stream as usize {
+                let value = f.field.map_or(&Value::Missing, |ix| &ev.fields[ix]);
+                s.apply(f, ev.time, value);
+            }
+        }
+    }
+
+    /// Number of keys per table.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.state.iter().map(HashMap::len).collect()
+    }
+}
+
+/// The table operator. Records are exchanged by (table, key); each worker buffers them until
+/// the watermark passes their time, then per time in order: first answers that time's lookups
+/// (state of strictly earlier events), then applies its updates in (stream, id) order.
+///
+/// Fragments are sent at a capability no later than the example's time, so the label join
+/// has every fragment of an example once its frontier passes the example's time.
+pub fn table_operator<'scope>(
+    records: StreamVec<'scope, Time, TableRecord>,
+    pipeline: Arc<Pipeline>,
+) -> StreamVec<'scope, Time, Fragment> {
+    let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
+    records.unary_frontier(pact, "Tables", move |_cap, _info| {
+        let mut tables = Tables::new(pipeline);
+        let mut buffer: BTreeMap<Time, Vec<TableRecord>> = BTreeMap::new();
+        let mut held = Held::default();
+        move |(input, frontier), output| {
+            let port = output.output_index();
+            input.for_each(|cap, data| {
+                held.hold(&cap, port);
+                for r in data.drain(..) {
+                    buffer.entry(r.event.time).or_default().push(r);
+                }
+            });
+            let Some(cap) = held.get() else { return };
+            let mut fragments = Vec::new();
+            while let Some(entry) = buffer.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (now, mut records) = entry.remove_entry();
+                records.sort_by(|a, b| {
+                    (!a.lookup, a.event.tie_key()).cmp(&(!b.lookup, b.event.tie_key()))
+                });
+                for r in &records {
+                    if r.lookup {
+                        let values = tables.read(r.table as usize, &r.key, now);
+                        fragments.push(Fragment {
+                            example_id: r.event.id.clone(),
+                            table: r.table,
+                            values,
+                        });
+                    } else {
+                        tables.apply(r.table as usize, &r.key, &r.event);
+                    }
+                }
+            }
+            if !fragments.is_empty() {
+                output.session(cap).give_iterator(fragments.into_iter());
+            }
+            held.settle(buffer.keys().next().copied());
+        }
+    })
+}

@@ -1,0 +1,716 @@
+//! Seeded generator of impressions, clicks and predictions (JSON lines) with knobs for every contract clause.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp};
+
+const COUNTRIES: [&str; 20] = [
+    "US", "DE", "GB", "FR", "IN", "BR", "JP", "CA", "AU", "ES", "IT", "NL", "MX", "KR", "SE", "PL",
+    "TR", "ID", "ZA", "AR",
+];
+const DOMAINS: u64 = 20;
+const USER_AGENTS: [&str; 6] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.43 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPad; CPU OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+];
+const BOT_AGENTS: [&str; 2] = [
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+];
+const BOT_FRACTION: f64 = 0.02;
+/// A prediction precedes its impression by U(0, this) ms.
+const PREDICTION_LEAD_MS: u64 = 60_000;
+/// Extra arrival delay of late events on top of the out-of-orderness bound.
+const LATE_EXTRA_MS: u64 = 60_000;
+/// Salt for the second RNG that decides duplicates and malformed lines.
+const WRITE_SEED_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Knobs of the generator. All fractions are in [0, 1].
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    /// Seed of the RNG; the same config always yields byte-identical output.
+    pub seed: u64,
+    /// Number of impressions to generate.
+    pub impressions: u64,
+    /// Number of distinct users (drawn with a skew so some users are heavy).
+    pub users: u64,
+    /// Number of distinct campaigns.
+    pub campaigns: u64,
+    /// Number of countries, at most 20; drawn from a fixed list of ISO codes.
+    pub countries: u64,
+    /// Event time of the first impression (epoch ms).
+    pub start_ms: u64,
+    /// Impressions per second of event time (exponential inter-arrival).
+    pub rate_per_s: f64,
+    /// Probability that an impression gets a click.
+    pub ctr: f64,
+    /// Mean of the exponential click delay (seconds).
+    pub click_delay_mean_s: f64,
+    /// Fraction of clicks whose delay is forced into (window, 3*window].
+    pub beyond_window_fraction: f64,
+    /// Label window (ms), used only for `beyond_window_fraction`.
+    pub window_ms: u64,
+    /// One prediction per this many impressions (0 = none); a prediction is for the
+    /// impression's user, at the impression time minus U(0, 60 s).
+    pub prediction_every: u64,
+    /// Each event's arrival (file order) is its event time plus U(0, ooo) jitter.
+    pub out_of_orderness_ms: u64,
+    /// Fraction of clicked impressions whose impression arrival is delayed by ooo while the
+    /// click has delay U(0, ooo/2), so the click arrives before its impression (if ooo > 0).
+    pub early_click_fraction: f64,
+    /// Fraction of events written twice (identical line; copy arrival = arrival + U(0, ooo)).
+    pub duplicate_fraction: f64,
+    /// Fraction of events whose arrival = event time + ooo + U(5*ooo, 10*ooo) + 60 s.
+    pub late_fraction: f64,
+    /// Fraction of lines (per file) preceded by an extra malformed line.
+    pub malformed_fraction: f64,
+    /// Each stream is split round-robin by arrival rank into this many files (>= 1).
+    pub files_per_stream: u32,
+    /// true: `"ts"` is a JSON number (epoch ms); false: an RFC 3339 string with millis and 'Z'.
+    pub epoch_ms_times: bool,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            seed: 42,
+            impressions: 10_000,
+            users: 1_000,
+            campaigns: 50,
+            countries: 10,
+            start_ms: 1_700_000_000_000,
+            rate_per_s: 50.0,
+            ctr: 0.05,
+            click_delay_mean_s: 120.0,
+            beyond_window_fraction: 0.05,
+            window_ms: 900_000,
+            prediction_every: 10,
+            out_of_orderness_ms: 5_000,
+            early_click_fraction: 0.02,
+            duplicate_fraction: 0.01,
+            late_fraction: 0.001,
+            malformed_fraction: 0.001,
+            files_per_stream: 1,
+            epoch_ms_times: true,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenSummary {
+    /// Unique impressions written.
+    pub impressions: u64,
+    /// Unique clicks written.
+    pub clicks: u64,
+    /// Unique predictions written.
+    pub predictions: u64,
+    /// Extra duplicate lines written.
+    pub duplicates: u64,
+    /// Events that arrive late (counted once per event).
+    pub late: u64,
+    /// Extra malformed lines written.
+    pub malformed: u64,
+    /// Total lines written over all files.
+    pub lines: u64,
+    /// Files written, in stream order (impressions, clicks, predictions).
+    pub files: Vec<PathBuf>,
+}
+
+/// One generated event before serialization (exposed so tests can build reference answers).
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // fields are the JSON keys
+pub enum GenEvent {
+    /// An ad impression.
+    Impression {
+        id: String,
+        ts: u64,
+        user_id: String,
+        campaign_id: String,
+        domain: String,
+        country: String,
+        user_agent: String,
+    },
+    /// A click on an impression (same user, campaign and country).
+    Click {
+        id: String,
+        ts: u64,
+        impression_id: String,
+        user_id: String,
+        campaign_id: String,
+        country: String,
+    },
+    /// A model prediction for a user.
+    Prediction {
+        id: String,
+        ts: u64,
+        user_id: String,
+        score: f64,
+    },
+}
+
+impl GenEvent {
+    /// Event time (epoch ms).
+    pub fn ts(&self) -> u64 {
+        match self {
+            GenEvent::Impression { ts, .. }
+            | GenEvent::Click { ts, .. }
+            | GenEvent::Prediction { ts, .. } => *ts,
+        }
+    }
+
+    /// Stream name: `"impressions"`, `"clicks"` or `"predictions"`.
+    pub fn stream(&self) -> &'static str {
+        match self {
+            GenEvent::Impression { .. } => "impressions",
+            GenEvent::Click { .. } => "clicks",
+            GenEvent::Prediction { .. } => "predictions",
+        }
+    }
+
+    /// The JSON line of this event (no trailing newline).
+    pub fn to_json_line(&self, epoch_ms_times: bool) -> String {
+        self.render(&self.ts_json(epoch_ms_times), true)
+    }
+
+    /// The raw JSON value of `ts`: a number of epoch ms or an RFC 3339 string.
+    fn ts_json(&self, epoch_ms_times: bool) -> String {
+        if epoch_ms_times {
+            self.ts().to_string()
+        } else {
+            format!("\"{}\"", format_rfc3339_ms(self.ts()))
+        }
+    }
+
+    /// Renders the object with the given raw JSON for `ts`, optionally without `id`.
+    fn render(&self, ts: &str, with_id: bool) -> String {
+        let mut fields: Vec<(&str, String)> = match self {
+            GenEvent::Impression {
+                id,
+                user_id,
+                campaign_id,
+                domain,
+                country,
+                user_agent,
+                ..
+            } => vec![
+                ("id", quote(id)),
+                ("ts", ts.to_string()),
+                ("user_id", quote(user_id)),
+                ("campaign_id", quote(campaign_id)),
+                ("domain", quote(domain)),
+                ("country", quote(country)),
+                ("user_agent", quote(user_agent)),
+            ],
+            GenEvent::Click {
+                id,
+                impression_id,
+                user_id,
+                campaign_id,
+                country,
+                ..
+            } => vec![
+                ("id", quote(id)),
+                ("ts", ts.to_string()),
+                ("impression_id", quote(impression_id)),
+                ("user_id", quote(user_id)),
+                ("campaign_id", quote(campaign_id)),
+                ("country", quote(country)),
+            ],
+            GenEvent::Prediction {
+                id, user_id, score, ..
+            } => vec![
+                ("id", quote(id)),
+                ("ts", ts.to_string()),
+                ("user_id", quote(user_id)),
+                ("score", format!("{score:.4}")),
+            ],
+        };
+        if !with_id {
+            fields.retain(|(k, _)| *k != "id");
+        }
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// Formats epoch ms as RFC 3339 UTC with millis, e.g. `2023-11-14T22:13:20.123Z`.
+fn format_rfc3339_ms(ms: u64) -> String {
+    let days = (ms / 86_400_000) as i64;
+    let rem = ms % 86_400_000;
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// An event with its arrival time (the file position key before the tie-breaker).
+struct Planned {
+    event: GenEvent,
+    arrival_ms: u64,
+    late: bool,
+}
+
+/// Wraps an event with its arrival, which a `late_fraction` of events trade for a late one.
+fn planned(rng: &mut StdRng, cfg: &GenConfig, event: GenEvent, arrival_ms: u64) -> Planned {
+    let ooo = cfg.out_of_orderness_ms;
+    let late = rng.random::<f64>() < cfg.late_fraction;
+    let arrival_ms = if late {
+        event.ts() + ooo + rng.random_range(5 * ooo..=10 * ooo) + LATE_EXTRA_MS
+    } else {
+        arrival_ms
+    };
+    Planned {
+        event,
+        arrival_ms,
+        late,
+    }
+}
+
+/// Draws every event and its arrival time; the single source of truth for both API functions.
+/// Order: impressions, then clicks, then predictions, each in event-time order.
+fn plan(cfg: &GenConfig) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let ooo = cfg.out_of_orderness_ms;
+    let w = cfg.window_ms;
+    let gap_s = Exp::new(cfg.rate_per_s.max(1e-9)).expect("positive rate");
+    let delay_s = Exp::new(1.0 / cfg.click_delay_mean_s.max(1e-9)).expect("positive rate");
+    let users = cfg.users.max(1);
+    let campaigns = cfg.campaigns.max(1);
+    let countries = cfg.countries.clamp(1, COUNTRIES.len() as u64) as usize;
+
+    let mut out = Vec::new();
+    let mut clicks: Vec<(GenEvent, bool)> = Vec::new(); // (click without id, early)
+    let mut preds: Vec<GenEvent> = Vec::new(); // without id
+    let mut offset_ms = 0.0f64;
+    for i in 0..cfg.impressions {
+        if i > 0 {
+            offset_ms += gap_s.sample(&mut rng) * 1000.0;
+        }
+        let ts = cfg.start_ms + offset_ms.round() as u64;
+        let u: f64 = rng.random();
+        let user_id = format!("u{}", ((users as f64 * u * u) as u64).min(users - 1));
+        let campaign_id = format!("c{}", rng.random_range(0..campaigns));
+        let country = COUNTRIES[rng.random_range(0..countries)].to_string();
+        let domain = format!("site{}.example", rng.random_range(0..DOMAINS));
+        let user_agent = if rng.random::<f64>() < BOT_FRACTION {
+            BOT_AGENTS[rng.random_range(0..BOT_AGENTS.len())]
+        } else {
+            USER_AGENTS[rng.random_range(0..USER_AGENTS.len())]
+        };
+        let id = format!("imp-{:010}", i + 1);
+        let mut arrival_ms = ts + rng.random_range(0..=ooo);
+
+        if rng.random::<f64>() < cfg.ctr {
+            let r: f64 = rng.random();
+            let early = r < cfg.early_click_fraction;
+            let delay_ms = if early {
+                arrival_ms = ts + ooo; // the impression waits; its click comes first
+                rng.random_range(0..=ooo / 2)
+            } else if r < cfg.early_click_fraction + cfg.beyond_window_fraction {
+                rng.random_range(w + 1..=(3 * w).max(w + 1))
+            } else {
+                (delay_s.sample(&mut rng) * 1000.0).round() as u64
+            };
+            let click = GenEvent::Click {
+                id: String::new(),
+                ts: ts + delay_ms,
+                impression_id: id.clone(),
+                user_id: user_id.clone(),
+                campaign_id: campaign_id.clone(),
+                country: country.clone(),
+            };
+            clicks.push((click, early));
+        }
+        if cfg.prediction_every > 0 && i % cfg.prediction_every == 0 {
+            let ts = ts.saturating_sub(rng.random_range(0..=PREDICTION_LEAD_MS));
+            let raw = rng.random::<f64>().powi(3);
+            let score = ((raw * 10_000.0).round() / 10_000.0).clamp(0.0001, 0.9999);
+            let (id, user_id) = (String::new(), user_id.clone());
+            preds.push(GenEvent::Prediction {
+                id,
+                ts,
+                user_id,
+                score,
+            });
+        }
+        let user_agent = user_agent.to_string();
+        let event = GenEvent::Impression {
+            id,
+            ts,
+            user_id,
+            campaign_id,
+            domain,
+            country,
+            user_agent,
+        };
+        out.push(planned(&mut rng, cfg, event, arrival_ms));
+    }
+
+    // Stable sorts: ties keep impression order. Ids follow event-time order.
+    clicks.sort_by_key(|c| c.0.ts());
+    for (n, (mut event, early)) in clicks.into_iter().enumerate() {
+        if let GenEvent::Click { id, .. } = &mut event {
+            *id = format!("clk-{:010}", n + 1);
+        }
+        // An early click arrives without jitter, before its impression (at ts + ooo).
+        let jitter = if early { 0 } else { rng.random_range(0..=ooo) };
+        let arrival_ms = event.ts() + jitter;
+        out.push(planned(&mut rng, cfg, event, arrival_ms));
+    }
+    preds.sort_by_key(GenEvent::ts);
+    for (n, mut event) in preds.into_iter().enumerate() {
+        if let GenEvent::Prediction { id, .. } = &mut event {
+            *id = format!("pred-{:010}", n + 1);
+        }
+        let arrival_ms = event.ts() + rng.random_range(0..=ooo);
+        out.push(planned(&mut rng, cfg, event, arrival_ms));
+    }
+    out
+}
+
+/// Generates the events (unique, each once), in event-time order per stream, deterministic for the seed.
+/// The result holds all impressions, then all clicks, then all predictions.
+pub fn generate_events(cfg: &GenConfig) -> Vec<GenEvent> {
+    plan(cfg).into_iter().map(|p| p.event).collect()
+}
+
+/// A malformed line; the kind cycles with `n`: truncated JSON, bad ts, missing id, garbage.
+fn malformed_line(n: u64, event: &GenEvent, line: &str, epoch_ms_times: bool) -> String {
+    match n % 4 {
+        0 => {
+            let mut cut = line.len() / 2;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line[..cut].to_string()
+        }
+        1 => event.render("\"not-a-time\"", true),
+        2 => event.render(&event.ts_json(epoch_ms_times), false),
+        _ => "garbage,not json".to_string(),
+    }
+}
+
+/// Writes `impressions[-K].jsonl`, `clicks[-K].jsonl`, `predictions[-K].jsonl` into `dir` (created if missing),
+/// lines in arrival order, with duplicates, late events and malformed lines mixed in as configured.
+/// File names: with files_per_stream == 1 `impressions.jsonl`; otherwise `impressions-000.jsonl`, `impressions-001.jsonl`, ...
+/// No predictions file when prediction_every == 0.
+pub fn write_files(cfg: &GenConfig, dir: &Path) -> anyhow::Result<GenSummary> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let planned = plan(cfg);
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ WRITE_SEED_SALT);
+    let ooo = cfg.out_of_orderness_ms;
+    let k = cfg.files_per_stream.max(1) as usize;
+    let mut streams = vec!["impressions", "clicks"];
+    if cfg.prediction_every > 0 {
+        streams.push("predictions");
+    }
+
+    let mut summary = GenSummary::default();
+    let mut seq = 0u64;
+    for stream in streams {
+        // (arrival ms, tie-breaker, event)
+        let mut lines: Vec<(u64, u64, &GenEvent)> = Vec::new();
+        for p in planned.iter().filter(|p| p.event.stream() == stream) {
+            match p.event {
+                GenEvent::Impression { .. } => summary.impressions += 1,
+                GenEvent::Click { .. } => summary.clicks += 1,
+                GenEvent::Prediction { .. } => summary.predictions += 1,
+            }
+            summary.late += u64::from(p.late);
+            lines.push((p.arrival_ms, seq, &p.event));
+            seq += 1;
+            if rng.random::<f64>() < cfg.duplicate_fraction {
+                lines.push((p.arrival_ms + rng.random_range(0..=ooo), seq, &p.event));
+                seq += 1;
+                summary.duplicates += 1;
+            }
+        }
+        lines.sort_by_key(|&(arrival, tie, _)| (arrival, tie));
+
+        for f in 0..k {
+            let name = if k == 1 {
+                format!("{stream}.jsonl")
+            } else {
+                format!("{stream}-{f:03}.jsonl")
+            };
+            let path = dir.join(name);
+            let file =
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            let mut w = BufWriter::new(file);
+            for &(_, _, event) in lines.iter().skip(f).step_by(k) {
+                let line = event.to_json_line(cfg.epoch_ms_times);
+                if rng.random::<f64>() < cfg.malformed_fraction {
+                    let bad = malformed_line(summary.malformed, event, &line, cfg.epoch_ms_times);
+                    writeln!(w, "{bad}")?;
+                    summary.malformed += 1;
+                    summary.lines += 1;
+                }
+                writeln!(w, "{line}")?;
+                summary.lines += 1;
+            }
+            w.flush()
+                .with_context(|| format!("writing {}", path.display()))?;
+            summary.files.push(path);
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos());
+        let pid = std::process::id();
+        std::env::temp_dir().join(format!("labeljoin-gen-{pid}-{name}-{nanos}"))
+    }
+
+    /// A small config with the given duplicate, late and malformed fractions and files per stream.
+    fn small(dup: f64, late: f64, malformed: f64, files: u32) -> GenConfig {
+        let mut c = GenConfig::default();
+        (c.impressions, c.ctr, c.prediction_every) = (2_000, 0.2, 5);
+        (c.duplicate_fraction, c.late_fraction, c.malformed_fraction) = (dup, late, malformed);
+        c.files_per_stream = files;
+        c
+    }
+
+    fn read_lines(path: &Path) -> Vec<String> {
+        let text = fs::read_to_string(path).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Impression id -> (ts, user_id).
+    fn impressions(events: &[GenEvent]) -> HashMap<&str, (u64, &str)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                GenEvent::Impression {
+                    id, ts, user_id, ..
+                } => Some((id.as_str(), (*ts, user_id.as_str()))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (ts, impression_id, user_id) of every click.
+    fn clicks(events: &[GenEvent]) -> Vec<(u64, &str, &str)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                GenEvent::Click {
+                    ts,
+                    impression_id: i,
+                    user_id: u,
+                    ..
+                } => Some((*ts, i.as_str(), u.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_bytes() {
+        let cfg = GenConfig {
+            epoch_ms_times: false,
+            ..small(0.1, 0.05, 0.05, 2)
+        };
+        let (a, b) = (temp_dir("det-a"), temp_dir("det-b"));
+        let (sa, sb) = (
+            write_files(&cfg, &a).unwrap(),
+            write_files(&cfg, &b).unwrap(),
+        );
+        assert_eq!(sa.files.len(), 6);
+        assert_eq!(sa.lines, sb.lines);
+        for (fa, fb) in sa.files.iter().zip(&sb.files) {
+            assert_eq!(fa.file_name(), fb.file_name());
+            assert_eq!(fs::read(fa).unwrap(), fs::read(fb).unwrap());
+        }
+        let other = GenConfig {
+            seed: 7,
+            ..cfg.clone()
+        };
+        assert_ne!(generate_events(&other), generate_events(&cfg));
+        fs::remove_dir_all(&a).ok();
+        fs::remove_dir_all(&b).ok();
+    }
+
+    #[test]
+    fn counts_match_lines_and_clicks_have_impressions() {
+        let cfg = small(0.05, 0.01, 0.02, 3);
+        let dir = temp_dir("counts");
+        let s = write_files(&cfg, &dir).unwrap();
+        let lines: Vec<String> = s.files.iter().flat_map(|f| read_lines(f)).collect();
+        let parsed = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        let valid = parsed
+            .filter(|v| v.get("id").is_some() && v["ts"].is_u64())
+            .count() as u64;
+        assert_eq!(lines.len() as u64, s.lines);
+        assert_eq!(
+            valid,
+            s.impressions + s.clicks + s.predictions + s.duplicates
+        );
+        assert_eq!(s.lines, valid + s.malformed);
+        assert!(s.malformed > 0 && s.duplicates > 0 && s.late > 0);
+
+        let events = generate_events(&cfg);
+        let preds = events
+            .iter()
+            .filter(|e| e.stream() == "predictions")
+            .count() as u64;
+        assert_eq!((s.impressions, s.predictions), (cfg.impressions, preds));
+        let (imps, clicks) = (impressions(&events), clicks(&events));
+        assert_eq!(s.clicks, clicks.len() as u64);
+        for (ts, imp, user) in clicks {
+            assert!(ts >= imps[imp].0 && user == imps[imp].1);
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn click_delays_within_window_without_beyond() {
+        let mut cfg = small(0.0, 0.0, 0.0, 1);
+        (cfg.beyond_window_fraction, cfg.click_delay_mean_s) = (0.0, 10.0);
+        let events = generate_events(&cfg);
+        let (imps, clicks) = (impressions(&events), clicks(&events));
+        assert!(clicks.len() > 100);
+        for (ts, imp, _) in clicks {
+            assert!(ts - imps[imp].0 <= cfg.window_ms);
+        }
+    }
+
+    #[test]
+    fn clean_files_are_arrival_sorted_permutations() {
+        let cfg = small(0.0, 0.0, 0.0, 2);
+        let dir = temp_dir("perm");
+        let s = write_files(&cfg, &dir).unwrap();
+        assert_eq!(s.lines, s.impressions + s.clicks + s.predictions);
+        let (planned, events) = (plan(&cfg), generate_events(&cfg));
+        for stream in ["impressions", "clicks", "predictions"] {
+            // Arrival key = (arrival ms, position in the plan).
+            let mut by_arrival: Vec<(u64, usize, String)> = planned
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.event.stream() == stream)
+                .map(|(i, p)| (p.arrival_ms, i, p.event.to_json_line(true)))
+                .collect();
+            by_arrival.sort();
+            let mut written = Vec::new();
+            for f in 0..2 {
+                let lines = read_lines(&dir.join(format!("{stream}-{f:03}.jsonl")));
+                let want = by_arrival.iter().skip(f).step_by(2).map(|e| &e.2);
+                assert!(lines.iter().eq(want));
+                written.extend(lines);
+            }
+            let mut reference: Vec<String> = events
+                .iter()
+                .filter(|e| e.stream() == stream)
+                .map(|e| e.to_json_line(true))
+                .collect();
+            written.sort();
+            reference.sort();
+            assert_eq!(written, reference);
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn early_clicks_arrive_before_their_impression() {
+        let mut cfg = small(0.0, 0.0, 0.0, 1);
+        cfg.early_click_fraction = 1.0;
+        let planned = plan(&cfg);
+        let arrival: HashMap<&str, u64> = planned
+            .iter()
+            .filter_map(|p| match &p.event {
+                GenEvent::Impression { id, .. } => Some((id.as_str(), p.arrival_ms)),
+                _ => None,
+            })
+            .collect();
+        for p in &planned {
+            if let GenEvent::Click { impression_id, .. } = &p.event {
+                assert!(p.arrival_ms < arrival[impression_id.as_str()]);
+            }
+        }
+    }
+
+    #[test]
+    fn file_names_and_no_predictions_file() {
+        let mut cfg = small(0.0, 0.0, 0.0, 1);
+        (cfg.impressions, cfg.prediction_every) = (100, 0);
+        let dir = temp_dir("names");
+        let s = write_files(&cfg, &dir).unwrap();
+        let names: Vec<_> = s.files.iter().map(|f| f.file_name().unwrap()).collect();
+        assert_eq!(names, ["impressions.jsonl", "clicks.jsonl"]);
+        assert!(s.files.iter().all(|f| f.starts_with(&dir) && f.exists()));
+        assert_eq!(s.predictions, 0);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn line_formats() {
+        let rfc = format_rfc3339_ms;
+        assert_eq!(rfc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        let (id, user_id, ts) = (
+            "pred-0000000001".to_string(),
+            "u17".to_string(),
+            1_700_000_000_123,
+        );
+        let p = GenEvent::Prediction {
+            id,
+            ts,
+            user_id,
+            score: 0.0342,
+        };
+        let want = r#"{"id":"pred-0000000001","ts":1700000000123,"user_id":"u17","score":0.0342}"#;
+        assert_eq!(p.to_json_line(true), want);
+        let want = want.replace("1700000000123", r#""2023-11-14T22:13:20.123Z""#);
+        assert_eq!(p.to_json_line(false), want);
+        let first = generate_events(&small(0.0, 0.0, 0.0, 1))[0].clone();
+        let line = first.to_json_line(true);
+        assert!(line.starts_with(r#"{"id":"imp-0000000001","ts":1700000000000,"user_id":"u"#));
+        assert!(line.contains(r#","domain":"site"#) && line.ends_with("\"}"));
+        for kind in 0..4 {
+            let bad = malformed_line(kind, &first, &line, true);
+            let v: Result<serde_json::Value, _> = serde_json::from_str(&bad);
+            let valid = v.is_ok_and(|v| v.get("id").is_some() && v["ts"].is_u64());
+            assert!(!valid, "{bad}");
+        }
+    }
+}

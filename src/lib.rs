@@ -1,0 +1,18 @@
+//! labeljoin: point-in-time-correct, labeled training rows from ad event streams.
+//!
+//! The job reads as the data flows: [`sources`] -> [`time`] (watermarks) -> [`features`]
+//! (tables as of each example) -> [`label`] (the delayed join) -> [`sinks`]; [`dataflow`]
+//! wires them on timely, [`run`] drives a job, [`config`] is the pipeline file.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dataflow;
+pub mod event;
+pub mod features;
+pub mod gen;
+pub mod label;
+pub mod metrics;
+pub mod run;
+pub mod sinks;
+pub mod sources;
+pub mod time;

@@ -1,0 +1,181 @@
+//! The `labeljoin` command line: run, validate and gen.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use labeljoin::config::Pipeline;
+use labeljoin::gen::{write_files, GenConfig};
+use labeljoin::run::{run, RunOptions};
+
+/// Point-in-time-correct, labeled training sets from ad event streams.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: a finite replay finishes every label and exits.
+    Run {
+        /// Pipeline file (pipelines/*.toml).
+        pipeline: PathBuf,
+        /// Output directory (overrides output.dir of the pipeline).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Worker threads.
+        #[arg(long, short, default_value_t = 1)]
+        workers: usize,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a pipeline file and print what it declares.
+    Validate {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Write seeded synthetic impressions, clicks and predictions (JSON lines).
+    Gen(GenArgs),
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Impressions to generate.
+    #[arg(long, default_value_t = 10_000)]
+    impressions: u64,
+    /// Distinct users.
+    #[arg(long, default_value_t = 1_000)]
+    users: u64,
+    /// Distinct campaigns.
+    #[arg(long, default_value_t = 50)]
+    campaigns: u64,
+    /// Impressions per second of event time.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Click-through rate.
+    #[arg(long, default_value_t = 0.05)]
+    ctr: f64,
+    /// Mean click delay in seconds (exponential).
+    #[arg(long, default_value_t = 120.0)]
+    click_delay_mean_s: f64,
+    /// Share of clicks delayed beyond the 15 min window.
+    #[arg(long, default_value_t = 0.05)]
+    beyond_window: f64,
+    /// Arrival jitter (ms) of events behind their event time.
+    #[arg(long, default_value_t = 5_000)]
+    out_of_orderness_ms: u64,
+    /// Share of clicked impressions whose click arrives first.
+    #[arg(long, default_value_t = 0.02)]
+    early_clicks: f64,
+    /// Share of events written twice.
+    #[arg(long, default_value_t = 0.01)]
+    duplicates: f64,
+    /// Share of events arriving far behind the watermark.
+    #[arg(long, default_value_t = 0.001)]
+    late: f64,
+    /// Share of extra malformed lines.
+    #[arg(long, default_value_t = 0.001)]
+    malformed: f64,
+    /// One prediction per this many impressions (0 = none).
+    #[arg(long, default_value_t = 10)]
+    prediction_every: u64,
+    /// Files per stream.
+    #[arg(long, default_value_t = 1)]
+    files: u32,
+    /// Write times as RFC 3339 strings instead of epoch ms.
+    #[arg(long)]
+    rfc3339: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "labeljoin=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            pipeline,
+            output,
+            workers,
+            quiet,
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let s = run(
+                p,
+                &RunOptions {
+                    output,
+                    workers,
+                    progress: !quiet,
+                },
+            )?;
+            println!(
+                "done: {} records read, {} events, {} rows ({} positive), {} late, {} orphans, {} outside window, {} duplicates, {} malformed, {} partitions",
+                s.records_read, s.events, s.rows, s.positive_rows, s.late, s.orphans, s.outside_window, s.duplicates, s.malformed, s.partitions_committed
+            );
+            Ok(())
+        }
+        Command::Validate { pipeline } => {
+            let p = Pipeline::load(&pipeline)?;
+            println!("{}: ok", pipeline.display());
+            for s in &p.streams {
+                let fields: Vec<_> = s.fields.iter().map(|f| f.name.as_str()).collect();
+                println!("  stream {}: reads {}", s.name, fields.join(", "));
+            }
+            println!(
+                "  label: window {} ms; columns: {}",
+                p.label.window,
+                p.feature_names().join(", ")
+            );
+            Ok(())
+        }
+        Command::Gen(a) => {
+            let cfg = GenConfig {
+                seed: a.seed,
+                impressions: a.impressions,
+                users: a.users,
+                campaigns: a.campaigns,
+                rate_per_s: a.rate,
+                ctr: a.ctr,
+                click_delay_mean_s: a.click_delay_mean_s,
+                beyond_window_fraction: a.beyond_window,
+                out_of_orderness_ms: a.out_of_orderness_ms,
+                early_click_fraction: a.early_clicks,
+                duplicate_fraction: a.duplicates,
+                late_fraction: a.late,
+                malformed_fraction: a.malformed,
+                prediction_every: a.prediction_every,
+                files_per_stream: a.files,
+                epoch_ms_times: !a.rfc3339,
+                ..GenConfig::default()
+            };
+            let s = write_files(&cfg, &a.out)?;
+            println!(
+                "wrote {} lines to {}: {} impressions, {} clicks, {} predictions, {} duplicates, {} late, {} malformed",
+                s.lines, a.out.display(), s.impressions, s.clicks, s.predictions, s.duplicates, s.late, s.malformed
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Runs a pipeline on timely workers: checks inputs, drives the dataflow, reports progress.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::Pipeline;
+use crate::metrics::{Metrics, Summary};
+use crate::sinks::schema::write_schema;
+use crate::sinks::side::SideSinks;
+use crate::sources::reader::PartitionReader;
+use crate::sources::{partitions, PartitionSpec};
+use crate::time::{display, Time};
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory (overrides the pipeline's `output.dir`).
+    pub output: Option<PathBuf>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Show a progress line (stderr TTY) or periodic progress logs.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            output: None,
+            workers: 1,
+            progress: false,
+        }
+    }
+}
+
+/// Runs a finite replay to the end: every label finishes, every partition commits.
+pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
+    let parts = partitions(&pipeline)?;
+    for part in &parts {
+        PartitionReader::open(&pipeline, part)?; // fail before starting on a bad header
+    }
+    let output = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| pipeline.output.dir.clone());
+    write_schema(&pipeline, &output)
+        .with_context(|| format!("cannot write to output {}", output.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let started = Instant::now();
+    tracing::info!(pipeline = %pipeline.name, partitions = parts.len(), workers = opts.workers,
+        output = %output.display(), "starting");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = opts
+        .progress
+        .then(|| spawn_progress(metrics.clone(), stop.clone()));
+    let result = execute(
+        Arc::new(pipeline),
+        parts,
+        output.clone(),
+        metrics.clone(),
+        opts.workers,
+    );
+    stop.store(true, Ordering::Relaxed);
+    if let Some(handle) = progress {
+        let _ = handle.join();
+    }
+    result?;
+
+    let summary = metrics.snapshot();
+    let mut doc = serde_json::to_value(&summary)?;
+    doc["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+    std::fs::write(
+        output.join("summary.json"),
+        serde_json::to_vec_pretty(&doc)?,
+    )?;
+    Ok(summary)
+}
+
+fn execute(
+    pipeline: Arc<Pipeline>,
+    parts: Vec<PartitionSpec>,
+    output: PathBuf,
+    metrics: Arc<Metrics>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let config = timely::Config::process(workers.max(1));
+    let guards = timely::execute(config, move |worker| {
+        let side = Rc::new(RefCell::new(SideSinks::new(&output, worker.index())));
+        let built = worker.dataflow::<Time, _, _>(|scope| {
+            crate::dataflow::build(
+                scope.clone(),
+                pipeline.clone(),
+                &parts,
+                output.clone(),
+                metrics.clone(),
+                side.clone(),
+            )
+        });
+        while !built.done.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            if worker.index() == 0 {
+                let w = built
+                    .watermark
+                    .with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+                metrics.watermark.store(w, Ordering::Relaxed);
+            }
+        }
+        while worker.step_or_park(Some(Duration::from_millis(1))) {}
+        let flushed = side.borrow_mut().flush();
+        flushed
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start workers: {e}"))?;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("a worker could not write its side files: {e}"),
+            Err(e) => anyhow::bail!("a worker failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// One line of progress text.
+pub fn progress_line(s: &Summary, rate: f64) -> String {
+    format!(
+        "events {} ({:.0}/s) | watermark {} | pending {} | rows {} | late {} | dup {} | malformed {}",
+        s.events,
+        rate,
+        display(s.watermark),
+        s.pending,
+        s.rows,
+        s.late,
+        s.duplicates,
+        s.malformed
+    )
+}
+
+fn spawn_progress(metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let tty = std::io::stderr().is_terminal();
+        let bar = tty.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let (mut last, mut last_at, mut last_log) = (0u64, Instant::now(), Instant::now());
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            let s = metrics.snapshot();
+            let dt = last_at.elapsed().as_secs_f64();
+            if dt < 1.0 {
+                continue;
+            }
+            let rate = (s.events - last) as f64 / dt;
+            (last, last_at) = (s.events, Instant::now());
+            match &bar {
+                Some(bar) => bar.set_message(progress_line(&s, rate)),
+                None if last_log.elapsed() >= Duration::from_secs(10) => {
+                    tracing::info!("{}", progress_line(&s, rate));
+                    last_log = Instant::now();
+                }
+                None => {}
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    })
+}

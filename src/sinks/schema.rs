@@ -1,0 +1,145 @@
+//! Column layout of the two CSV forms, and `schema.json` describing it.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::config::{Encoding, LabelKind, Pipeline};
+use crate::event::{stable_hash, Value};
+use crate::label::Row;
+
+/// How each feature column is written to the numeric (SageMaker) CSV.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// Per feature (row order): its SageMaker encoding.
+    pub encodings: Vec<Encoding>,
+    /// Hash buckets of categorical values.
+    pub buckets: u64,
+    /// Full CSV header line.
+    pub full_header: String,
+}
+
+impl Columns {
+    /// Layout of a pipeline's rows.
+    pub fn new(p: &Pipeline) -> Self {
+        let mut encodings: Vec<Encoding> = p.event_features.iter().map(|f| f.encoding).collect();
+        encodings.extend(
+            p.tables
+                .iter()
+                .flat_map(|t| t.features.iter().map(|_| Encoding::Numeric)),
+        );
+        let mut header = String::from("example_id,event_time,label,outcome_count");
+        for name in p.feature_names() {
+            header.push(',');
+            header.push_str(name);
+        }
+        Columns {
+            encodings,
+            buckets: p.output.hash_buckets,
+            full_header: header,
+        }
+    }
+
+    /// The full CSV line (with raw values) of a row, ending in `\n`.
+    pub fn full_line(&self, r: &Row, out: &mut String) {
+        use std::fmt::Write;
+        write_csv_field(&r.example_id, out);
+        write!(out, ",{},{},{}", r.time, r.label, r.outcome_count).unwrap();
+        for v in &r.features {
+            out.push(',');
+            match v {
+                Value::Str(s) => write_csv_field(s, out),
+                other => other.write_to(out),
+            }
+        }
+        out.push('\n');
+    }
+
+    /// The numeric SageMaker line of a row: label first, no ids, categoricals hashed.
+    pub fn sagemaker_line(&self, r: &Row, out: &mut String) {
+        use std::fmt::Write;
+        write!(out, "{}", r.label).unwrap();
+        for (v, enc) in r.features.iter().zip(&self.encodings) {
+            match enc {
+                Encoding::Drop => continue,
+                Encoding::Numeric => {
+                    out.push(',');
+                    match v {
+                        Value::Str(s) => out.push_str(
+                            s.parse::<f64>()
+                                .map(|n| n.to_string())
+                                .as_deref()
+                                .unwrap_or(""),
+                        ),
+                        other => other.write_to(out),
+                    }
+                }
+                Encoding::Hash => {
+                    out.push(',');
+                    match v {
+                        Value::Missing => {}
+                        Value::Str(s) => write!(out, "{}", hash_category(s, self.buckets)).unwrap(),
+                        Value::Num(n) => {
+                            write!(out, "{}", hash_category(&n.to_string(), self.buckets)).unwrap()
+                        }
+                    }
+                }
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// Stable integer code of a categorical value: xxh3-64 of its UTF-8 bytes modulo `buckets`.
+pub fn hash_category(value: &str, buckets: u64) -> u64 {
+    stable_hash(value.as_bytes()) % buckets
+}
+
+fn write_csv_field(s: &str, out: &mut String) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+/// Writes `<output>/schema.json`: every column of both CSV forms and its encoding.
+/// It lives outside the `train/` and `validation/` channels so SageMaker never reads it as data.
+pub fn write_schema(p: &Pipeline, dir: &Path) -> std::io::Result<()> {
+    let cols = Columns::new(p);
+    let mut sagemaker = vec![
+        json!({"index": 0, "name": "label", "type": match p.label.kind {
+            LabelKind::Exists => "label: 1 if an outcome falls in [t, t + window], else 0",
+            LabelKind::Count => "label: number of outcomes in [t, t + window]",
+        }}),
+    ];
+    let mut dropped = Vec::new();
+    for (name, enc) in p.feature_names().into_iter().zip(&cols.encodings) {
+        match enc {
+            Encoding::Drop => dropped.push(name),
+            Encoding::Numeric => {
+                sagemaker.push(json!({"index": sagemaker.len(), "name": name, "type": "numeric"}))
+            }
+            Encoding::Hash => sagemaker.push(
+                json!({"index": sagemaker.len(), "name": name, "type": "hashed_categorical",
+                "hash": format!("xxh3_64(utf8 value) mod {}", cols.buckets)}),
+            ),
+        }
+    }
+    let doc = json!({
+        "pipeline": p.name,
+        "label": {"example_stream": p.streams[p.label.example_stream].name,
+                  "outcome_stream": p.streams[p.label.outcome_stream].name,
+                  "window_ms": p.label.window,
+                  "kind": match p.label.kind { LabelKind::Exists => "exists", LabelKind::Count => "count" }},
+        "sagemaker_csv": {"header": false, "missing_value": "empty field", "columns": sagemaker, "dropped": dropped},
+        "full_csv": {"header": true, "columns": cols.full_header.split(',').collect::<Vec<_>>()},
+        "partitioning": "dt=YYYY-MM-DD/hour=HH of the example time (UTC)",
+    });
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = serde_json::to_vec_pretty(&doc)?;
+    bytes.push(b'\n');
+    std::fs::write(dir.join("schema.json"), bytes)
+}

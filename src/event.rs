@@ -18,11 +18,12 @@ pub enum Value {
 }
 
 impl Value {
-    /// The number, if this is one.
+    /// The number, if this is one or is text that reads as one.
     pub fn as_num(&self) -> Option<f64> {
         match self {
             Value::Num(n) => Some(*n),
-            _ => None,
+            Value::Str(s) => s.trim().parse().ok(),
+            Value::Missing => None,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct FieldSpec {
     pub name: String,
     /// Read as a number (aggregated) rather than text (keys, categories).
     pub numeric: bool,
+    /// Kept as text (it is also a key or category) but must parse as a number.
+    pub check_numeric: bool,
     /// A record without it is malformed (keys, join fields).
     pub required: bool,
 }

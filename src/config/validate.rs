@@ -51,19 +51,19 @@ impl Checker<'_> {
         }
         let fields = &mut self.streams[stream].fields;
         if let Some(ix) = fields.iter().position(|f| f.name == name) {
-            if fields[ix].numeric != numeric {
-                let s = &self.streams[stream].name;
-                return Err(self.err(
-                    at,
-                    format!("field {name:?} of stream {s:?} is used both as a number and as text (key or category); use two fields"),
-                ));
+            let f = &mut fields[ix];
+            if f.numeric != numeric {
+                // Used both as text and as a number: keep the text, insist that it parses.
+                f.numeric = false;
+                f.check_numeric = true;
             }
-            fields[ix].required |= required;
+            f.required |= required;
             return Ok(ix);
         }
         fields.push(FieldSpec {
             name: name.to_string(),
             numeric,
+            check_numeric: false,
             required,
         });
         Ok(fields.len() - 1)

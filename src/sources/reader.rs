@@ -304,6 +304,9 @@ impl PartitionReader {
                 }
             } else {
                 match raw.text() {
+                    Some(s) if spec.check_numeric && s.trim().parse::<f64>().is_err() => {
+                        return Err(format!("field {:?}: expected a number, got {s:?}", spec.name))
+                    }
                     Some(s) => Value::Str(s),
                     None => {
                         return Err(format!(

@@ -110,7 +110,7 @@ pub fn parse_duration(s: &str) -> Result<Time, String> {
         "d" => 24 * HOUR_MS,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {s:?}; use ms, s, m, h or d"
+                "unknown duration unit {other:?} in {s:?}; use ms, s, m, h or d, e.g. \"15m\""
             ))
         }
     };

@@ -1,7 +1,8 @@
 //! The delayed label join: holds each example `window` of event time, counts its outcomes.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use rustc_hash::{FxHashMap as HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -316,11 +317,11 @@ pub fn label_join<'scope>(
             pipeline,
             metrics,
             side,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             deadlines: BTreeMap::new(),
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             orphan_checks: BTreeMap::new(),
-            finished: HashMap::new(),
+            finished: HashMap::default(),
             forget: BTreeMap::new(),
             pending_bytes: 0,
         };
@@ -338,6 +339,8 @@ pub fn label_join<'scope>(
             state.advance(watermark, &mut rows);
             if let Some(cap) = held.get() {
                 if !rows.is_empty() {
+                    // Deadlines come out in order; sorting each batch orders ties too.
+                    rows.sort_by(|a: &Row, b: &Row| (a.time, &a.example_id).cmp(&(b.time, &b.example_id)));
                     output.session(cap).give_iterator(rows.drain(..));
                 }
             }

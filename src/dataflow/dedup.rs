@@ -1,7 +1,7 @@
 //! Drops repeated event ids (at-least-once sources), keyed by (stream, id).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ pub fn dedup<'scope>(
 ) -> StreamVec<'scope, Time, Event> {
     let pact = Exchange::new(|e: &Event| id_route(e.stream, &e.id));
     events.unary_frontier(pact, "Dedup", move |_cap, _info| {
-        let mut seen: HashMap<(u16, CompactString), Time> = HashMap::new();
+        let mut seen: HashMap<(u16, CompactString), Time> = HashMap::default();
         let mut last_sweep = 0usize;
         move |(input, frontier), output| {
             input.for_each(|cap, data| {

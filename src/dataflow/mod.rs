@@ -60,7 +60,11 @@ pub fn build(
     // Features: each event goes to the tables keyed by it.
     let p = pipeline.clone();
     let fragments = table_operator(
-        events.clone().flat_map(move |ev| route(&p, &ev)),
+        events.clone().flat_map(move |ev| {
+            let mut out = Vec::new();
+            route(&p, &ev, &mut out);
+            out
+        }),
         pipeline.clone(),
     )
     .map(LabelInput::Fragment);

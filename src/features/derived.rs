@@ -1,6 +1,6 @@
 //! Features of the example event itself: raw fields, calendar and user-agent classes.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use compact_str::CompactString;
 

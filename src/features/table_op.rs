@@ -1,6 +1,7 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use rustc_hash::{FxHashMap as HashMap};
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -15,17 +16,30 @@ use crate::dataflow::hold::Held;
 use crate::event::{stable_hash, Event, Value};
 use crate::time::Time;
 
-/// An event routed to one table under one key.
+/// An event routed to one table under one key, carrying only what the table reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableRecord {
     /// Table index.
     pub table: u16,
-    /// Key value (key fields joined by `|`).
-    pub key: CompactString,
     /// Read the table for this example (instead of applying the event).
     pub lookup: bool,
-    /// The event.
-    pub event: Event,
+    /// Stream of the event.
+    pub stream: u16,
+    /// Event time.
+    pub time: Time,
+    /// Key value (key fields joined by `|`).
+    pub key: CompactString,
+    /// Event id (the example id for lookups; orders same-time updates).
+    pub id: CompactString,
+    /// Updates: the aggregated field of each table feature that reads this stream with a field.
+    pub values: Vec<Value>,
+}
+
+impl TableRecord {
+    /// Order of records that share a time: lookups first, then updates by (stream, id).
+    fn order(&self) -> (bool, u16, &str) {
+        (!self.lookup, self.stream, &self.id)
+    }
 }
 
 /// Table values for one example, sent to the label join.
@@ -58,33 +72,29 @@ pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
 
 /// Routes an event to the tables: one lookup per table for examples, one update per table
 /// that aggregates the event's stream.
-pub fn route(p: &Pipeline, ev: &Event) -> Vec<TableRecord> {
-    let mut out = Vec::new();
+pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
+    let stream = ev.stream as usize;
     for (ti, t) in p.tables.iter().enumerate() {
-        let Some(key) = table_key(t, ev) else {
-            continue;
+        let Some(key) = table_key(t, ev) else { continue };
+        let record = |lookup: bool, key: CompactString, values: Vec<Value>| TableRecord {
+            table: ti as u16,
+            lookup,
+            stream: ev.stream,
+            time: ev.time,
+            key,
+            id: ev.id.clone(),
+            values,
         };
-        if ev.stream as usize == p.label.example_stream {
-            out.push(TableRecord {
-                table: ti as u16,
-                key: key.clone(),
-                lookup: true,
-                event: ev.clone(),
-            });
+        let reads = t.features.iter().filter(|f| f.ratio.is_none() && f.stream == stream);
+        let updates = reads.clone().count() > 0;
+        if stream == p.label.example_stream {
+            out.push(record(true, key.clone(), Vec::new()));
         }
-        if t.features
-            .iter()
-            .any(|f| f.ratio.is_none() && f.stream == ev.stream as usize)
-        {
-            out.push(TableRecord {
-                table: ti as u16,
-                key,
-                lookup: false,
-                event: ev.clone(),
-            });
+        if updates {
+            let values = reads.filter_map(|f| f.field.map(|ix| ev.fields[ix].clone())).collect();
+            out.push(record(false, key, values));
         }
     }
-    out
 }
 
 /// State of every table on this worker: key -> one state per feature.
@@ -96,7 +106,7 @@ pub struct Tables {
 impl Tables {
     /// Empty tables.
     pub fn new(pipeline: Arc<Pipeline>) -> Self {
-        let state = pipeline.tables.iter().map(|_| HashMap::new()).collect();
+        let state = pipeline.tables.iter().map(|_| HashMap::default()).collect();
         Tables { pipeline, state }
     }
 
@@ -120,16 +130,20 @@ impl Tables {
         values
     }
 
-    /// Applies an event at its time to `table` under `key`.
-    pub fn apply(&mut self, table: usize, key: &CompactString, ev: &Event) {
-        let spec = &self.pipeline.tables[table];
-        let states = self.state[table]
-            .entry(key.clone())
+    /// Applies an update record at its time.
+    pub fn apply(&mut self, r: &TableRecord) {
+        let spec = &self.pipeline.tables[r.table as usize];
+        let states = self.state[r.table as usize]
+            .entry(r.key.clone())
             .or_insert_with(|| spec.features.iter().map(AggState::new).collect());
+        let mut values = r.values.iter();
         for (f, s) in spec.features.iter().zip(states.iter_mut()) {
-            if f.ratio.is_none() && f.stream == ev.stream as usize {
-                let value = f.field.map_or(&Value::Missing, |ix| &ev.fields[ix]);
-                s.apply(f, ev.time, value);
+            if f.ratio.is_none() && f.stream == r.stream as usize {
+                let value = match f.field {
+                    Some(_) => values.next().expect("one value per field feature"),
+                    None => &Value::Missing,
+                };
+                s.apply(f, r.time, value);
             }
         }
     }
@@ -160,7 +174,7 @@ pub fn table_operator<'scope>(
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
                 for r in data.drain(..) {
-                    buffer.entry(r.event.time).or_default().push(r);
+                    buffer.entry(r.time).or_default().push(r);
                 }
             });
             let Some(cap) = held.get() else { return };
@@ -170,19 +184,17 @@ pub fn table_operator<'scope>(
                     break;
                 }
                 let (now, mut records) = entry.remove_entry();
-                records.sort_by(|a, b| {
-                    (!a.lookup, a.event.tie_key()).cmp(&(!b.lookup, b.event.tie_key()))
-                });
+                records.sort_by(|a, b| a.order().cmp(&b.order()));
                 for r in &records {
                     if r.lookup {
                         let values = tables.read(r.table as usize, &r.key, now);
                         fragments.push(Fragment {
-                            example_id: r.event.id.clone(),
+                            example_id: r.id.clone(),
                             table: r.table,
                             values,
                         });
                     } else {
-                        tables.apply(r.table as usize, &r.key, &r.event);
+                        tables.apply(r);
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! Writes finished rows into hour partitions: full CSV, SageMaker train/ and validation/.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,8 +50,16 @@ pub fn is_validation(example_id: &str, fraction: f64) -> bool {
     (stable_hash(example_id.as_bytes()) % 1_000_000) < (fraction * 1_000_000.0) as u64
 }
 
-/// Buffers this worker's rows per hour and writes them, sorted by (time, id), when the
-/// partition completes. Names are `part-<worker>-<seq>.csv`, so a replay overwrites.
+/// Part files of one open hour partition on one worker, written as rows arrive.
+struct OpenPartition {
+    /// Per channel: the temporary file being written and its row count.
+    files: [Option<(BufWriter<File>, u64)>; 3],
+}
+
+/// Streams this worker's rows into their hour partition's part files and publishes them
+/// (rename from a dot-file) when the partition completes. Rows arrive sorted by
+/// (time, id) from the label join, so files are byte-identical across replays with the
+/// same worker count. Names are `part-<worker>-00000.csv`, so a replay overwrites.
 pub fn partition_writer<'scope>(
     rows: StreamVec<'scope, Time, Row>,
     pipeline: Arc<Pipeline>,
@@ -59,16 +68,30 @@ pub fn partition_writer<'scope>(
 ) -> StreamVec<'scope, Time, PartWritten> {
     let window = pipeline.label.window;
     let columns = Columns::new(&pipeline);
+    let file = format!("part-{worker}-00000.csv");
     rows.unary_frontier(Local, "PartitionWriter", move |_cap, _info| {
-        let mut open: BTreeMap<Time, Vec<Row>> = BTreeMap::new();
+        let mut open: BTreeMap<Time, OpenPartition> = BTreeMap::new();
         let mut held = Held::default();
         let mut reports = Vec::new();
+        let mut line = String::new();
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
                 for r in data.drain(..) {
-                    open.entry(r.time - r.time % HOUR_MS).or_default().push(r);
+                    let hour = r.time - r.time % HOUR_MS;
+                    let part = open.entry(hour).or_insert_with(|| OpenPartition { files: [None, None, None] });
+                    let split = if is_validation(&r.example_id, pipeline.output.validation_fraction) { 2 } else { 1 };
+                    for ch in [0, split] {
+                        line.clear();
+                        if ch == 0 {
+                            columns.full_line(&r, &mut line);
+                        } else {
+                            columns.sagemaker_line(&r, &mut line);
+                        }
+                        let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
+                        result.unwrap_or_else(|e| panic!("cannot write partition {}: {e}", partition_dir(hour)));
+                    }
                 }
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
@@ -76,12 +99,9 @@ pub fn partition_writer<'scope>(
                 if completion_time(*entry.key(), window) >= watermark {
                     break;
                 }
-                let (hour, mut rows) = entry.remove_entry();
-                rows.sort_by(|a, b| (a.time, &a.example_id).cmp(&(b.time, &b.example_id)));
-                match write_partition(&root, &columns, &pipeline, hour, &rows, worker) {
-                    Ok(written) => reports.extend(written),
-                    Err(e) => panic!("cannot write partition {}: {e}", partition_dir(hour)),
-                }
+                let (hour, part) = entry.remove_entry();
+                let written = part.publish(&root, hour, &file);
+                reports.extend(written.unwrap_or_else(|e| panic!("cannot publish partition {}: {e}", partition_dir(hour))));
             }
             if let Some(cap) = held.get() {
                 if !reports.is_empty() {
@@ -93,47 +113,33 @@ pub fn partition_writer<'scope>(
     })
 }
 
-fn write_partition(
-    root: &Path,
-    columns: &Columns,
-    p: &Pipeline,
-    hour: Time,
-    rows: &[Row],
-    worker: usize,
-) -> std::io::Result<Vec<PartWritten>> {
-    let mut out = Vec::new();
-    let mut text = [String::new(), String::new(), String::new()];
-    let mut counts = [0u64; 3];
-    text[0].push_str(&columns.full_header);
-    text[0].push('\n');
-    for r in rows {
-        columns.full_line(r, &mut text[0]);
-        let ch = if is_validation(&r.example_id, p.output.validation_fraction) {
-            2
-        } else {
-            1
-        };
-        columns.sagemaker_line(r, &mut text[ch]);
-        counts[0] += 1;
-        counts[ch] += 1;
-    }
-    let file = format!("part-{worker}-00000.csv");
-    for ch in 0..3 {
-        if counts[ch] == 0 {
-            continue;
+impl OpenPartition {
+    fn write(&mut self, root: &Path, hour: Time, ch: usize, file: &str, columns: &Columns, line: &[u8]) -> io::Result<()> {
+        if self.files[ch].is_none() {
+            let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
+            fs::create_dir_all(&dir)?;
+            let mut w = BufWriter::with_capacity(1 << 16, File::create(dir.join(format!(".{file}.tmp")))?);
+            if ch == 0 {
+                w.write_all(columns.full_header.as_bytes())?;
+                w.write_all(b"\n")?;
+            }
+            self.files[ch] = Some((w, 0));
         }
-        let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
-        fs::create_dir_all(&dir)?;
-        // Write beside, then rename: readers never see half a file.
-        let tmp = dir.join(format!(".{file}.tmp"));
-        fs::write(&tmp, text[ch].as_bytes())?;
-        fs::rename(&tmp, dir.join(&file))?;
-        out.push(PartWritten {
-            hour,
-            channel: ch as u8,
-            file: file.clone(),
-            rows: counts[ch],
-        });
+        let (w, rows) = self.files[ch].as_mut().unwrap();
+        *rows += 1;
+        w.write_all(line)
     }
-    Ok(out)
+
+    /// Flushes and renames every part file into place; readers never see half a file.
+    fn publish(self, root: &Path, hour: Time, file: &str) -> io::Result<Vec<PartWritten>> {
+        let mut out = Vec::new();
+        for (ch, slot) in self.files.into_iter().enumerate() {
+            let Some((w, rows)) = slot else { continue };
+            w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
+            fs::rename(dir.join(format!(".{file}.tmp")), dir.join(file))?;
+            out.push(PartWritten { hour, channel: ch as u8, file: file.to_string(), rows });
+        }
+        Ok(out)
+    }
 }

@@ -37,10 +37,9 @@ impl Value {
 
     /// Renders the value for the full CSV (missing = empty).
     pub fn write_to(&self, out: &mut String) {
-        use std::fmt::Write;
         match self {
             Value::Missing => {}
-            Value::Num(n) => write!(out, "{n}").unwrap(),
+            Value::Num(n) => write_num(*n, out),
             Value::Str(s) => out.push_str(s),
         }
     }
@@ -73,6 +72,17 @@ impl Event {
     /// independent of arrival order.
     pub fn tie_key(&self) -> (u16, &str) {
         (self.stream, &self.id)
+    }
+}
+
+/// Writes a number as Rust's `Display` does (`3`, `0.25`), integers through a fast path:
+/// most features are counts.
+pub fn write_num(n: f64, out: &mut String) {
+    if n.fract() == 0.0 && n.abs() < 1e15 && !(n == 0.0 && n.is_sign_negative()) {
+        out.push_str(itoa::Buffer::new().format(n as i64));
+    } else {
+        use std::fmt::Write;
+        write!(out, "{n}").unwrap();
     }
 }
 

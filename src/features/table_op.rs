@@ -1,6 +1,5 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap as HashMap};
 use std::sync::Arc;
 
@@ -167,41 +166,36 @@ pub fn table_operator<'scope>(
     let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
     records.unary_frontier(pact, "Tables", move |_cap, _info| {
         let mut tables = Tables::new(pipeline);
-        let mut buffer: BTreeMap<Time, Vec<TableRecord>> = BTreeMap::new();
         let mut held = Held::default();
+        let mut buffer: Vec<TableRecord> = Vec::new();
+        let mut done_below = 0;
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
-                for r in data.drain(..) {
-                    buffer.entry(r.time).or_default().push(r);
-                }
+                buffer.append(data);
             });
             let Some(cap) = held.get() else { return };
+            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            if watermark == done_below {
+                return;
+            }
+            done_below = watermark;
+            let mut ready: Vec<TableRecord> = buffer.extract_if(.., |r| r.time < watermark).collect();
+            ready.sort_unstable_by(|a, b| (a.time, a.order()).cmp(&(b.time, b.order())));
             let mut fragments = Vec::new();
-            while let Some(entry) = buffer.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let (now, mut records) = entry.remove_entry();
-                records.sort_by(|a, b| a.order().cmp(&b.order()));
-                for r in &records {
-                    if r.lookup {
-                        let values = tables.read(r.table as usize, &r.key, now);
-                        fragments.push(Fragment {
-                            example_id: r.id.clone(),
-                            table: r.table,
-                            values,
-                        });
-                    } else {
-                        tables.apply(r);
-                    }
+            for r in &ready {
+                if r.lookup {
+                    let values = tables.read(r.table as usize, &r.key, r.time);
+                    fragments.push(Fragment { example_id: r.id.clone(), table: r.table, values });
+                } else {
+                    tables.apply(r);
                 }
             }
             if !fragments.is_empty() {
                 output.session(cap).give_iterator(fragments.into_iter());
             }
-            held.settle(buffer.keys().next().copied());
+            held.settle(buffer.iter().map(|r| r.time).min());
         }
     })
 }

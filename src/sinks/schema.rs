@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::config::{Encoding, LabelKind, Pipeline};
-use crate::event::{stable_hash, Value};
+use crate::event::{stable_hash, write_num, Value};
 use crate::label::Row;
 
 /// How each feature column is written to the numeric (SageMaker) CSV.
@@ -65,12 +65,11 @@ impl Columns {
                 Encoding::Numeric => {
                     out.push(',');
                     match v {
-                        Value::Str(s) => out.push_str(
-                            s.parse::<f64>()
-                                .map(|n| n.to_string())
-                                .as_deref()
-                                .unwrap_or(""),
-                        ),
+                        Value::Str(_) => {
+                            if let Some(n) = v.as_num() {
+                                write_num(n, out);
+                            }
+                        }
                         other => other.write_to(out),
                     }
                 }
@@ -78,7 +77,7 @@ impl Columns {
                     out.push(',');
                     match v {
                         Value::Missing => {}
-                        Value::Str(s) => write!(out, "{}", hash_category(s, self.buckets)).unwrap(),
+                        Value::Str(s) => out.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets))),
                         Value::Num(n) => {
                             write!(out, "{}", hash_category(&n.to_string(), self.buckets)).unwrap()
                         }

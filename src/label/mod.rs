@@ -1,0 +1,319 @@
+//! The delayed label join: holds each example `window` of event time, counts its outcomes.
+
+pub mod pending;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::config::{LabelKind, Pipeline};
+use crate::dataflow::hold::Held;
+use crate::event::{stable_hash, Value};
+use crate::features::agg::fill_ratios;
+use crate::features::table_op::Fragment;
+use pending::{put_segment, segments, Dictionary, EVENT_SEGMENT};
+use crate::metrics::Metrics;
+use crate::sinks::side::{Side, SideSinks};
+use crate::time::Time;
+
+/// What the label join receives, keyed by example id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LabelInput {
+    /// An example with its event features.
+    Example {
+        /// Example id.
+        id: CompactString,
+        /// Example time.
+        time: Time,
+        /// Event features, in declaration order.
+        features: Vec<Value>,
+    },
+    /// An outcome naming its example.
+    Outcome {
+        /// The example id it names.
+        example_id: CompactString,
+        /// Outcome id.
+        id: CompactString,
+        /// Outcome time.
+        time: Time,
+    },
+    /// Table values of an example.
+    Fragment(Fragment),
+}
+
+impl LabelInput {
+    fn example_id(&self) -> &str {
+        match self {
+            LabelInput::Example { id, .. } => id,
+            LabelInput::Outcome { example_id, .. } => example_id,
+            LabelInput::Fragment(f) => &f.example_id,
+        }
+    }
+}
+
+/// A finished training row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Example id.
+    pub example_id: CompactString,
+    /// Example time.
+    pub time: Time,
+    /// Label (0/1 for `exists`, the count for `count`).
+    pub label: u32,
+    /// Outcomes inside the window.
+    pub outcome_count: u32,
+    /// Event features then table features, in column order.
+    pub features: Vec<Value>,
+}
+
+/// An example waiting for its window to close.
+struct Pending {
+    /// `Time::MAX` until the example itself arrives (fragments may come first).
+    time: Time,
+    outcomes: u32,
+    /// Encoded feature segments (see [`pending`]).
+    data: Vec<u8>,
+}
+
+/// Per-worker state of the label join.
+struct LabelState {
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    side: Rc<RefCell<SideSinks>>,
+    pending: HashMap<CompactString, Pending>,
+    /// Examples by deadline (`time + window`).
+    deadlines: BinaryHeap<Reverse<(Time, CompactString)>>,
+    /// Outcomes whose example has not arrived: example id -> (time, outcome id).
+    waiting: HashMap<CompactString, Vec<(Time, CompactString)>>,
+    /// When to give up on waiting outcomes (their own time), by example id.
+    orphan_checks: BinaryHeap<Reverse<(Time, CompactString)>>,
+    /// Finished examples, remembered `outcome_lookback` to classify late outcomes.
+    finished: HashMap<CompactString, Time>,
+    /// Finished examples in the order they may be forgotten (deadlines finish in order).
+    forget: VecDeque<(Time, CompactString)>,
+    dictionary: Dictionary,
+    /// Sum of `data` capacities of pending examples.
+    data_bytes: usize,
+}
+
+impl LabelState {
+    fn new(pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, side: Rc<RefCell<SideSinks>>) -> Self {
+        LabelState {
+            pipeline,
+            metrics,
+            side,
+            pending: HashMap::default(),
+            deadlines: BinaryHeap::new(),
+            waiting: HashMap::default(),
+            orphan_checks: BinaryHeap::new(),
+            finished: HashMap::default(),
+            forget: VecDeque::new(),
+            dictionary: Dictionary::default(),
+            data_bytes: 0,
+        }
+    }
+
+    fn window(&self) -> Time {
+        self.pipeline.label.window
+    }
+
+    /// Bytes held for pending examples: map slots, deadline heap, encoded features and the
+    /// share of the text dictionary.
+    fn pending_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(CompactString, Pending)>() + 1;
+        let deadline = std::mem::size_of::<Reverse<(Time, CompactString)>>();
+        self.pending.capacity() * slot + self.deadlines.capacity() * deadline + self.data_bytes + self.dictionary.heap_bytes()
+    }
+
+    fn pending_changed(&mut self, delta: i64) {
+        let bytes = self.pending_bytes() as i64;
+        self.metrics.pending_changed(delta, bytes, self.pending.len() as i64);
+    }
+
+    fn unmatched(&self, reason: &str, example_id: &str, outcome_id: &str, time: Time, example_time: Option<Time>) {
+        let counter = if reason == "orphan" { &self.metrics.orphans } else { &self.metrics.outside_window };
+        Metrics::add(counter, 1);
+        let stream = &self.pipeline.streams[self.pipeline.label.outcome_stream].name;
+        self.side.borrow_mut().write(
+            Side::Unmatched,
+            json!({"reason": reason, "stream": stream, "id": outcome_id, "time": time,
+                "example_id": example_id, "example_time": example_time}),
+        );
+    }
+
+    /// Counts an outcome for an example whose time is known, or records it as outside.
+    fn count(&mut self, example_id: &str, example_time: Time, outcome_id: &str, t: Time) {
+        if example_time <= t && t <= example_time + self.window() {
+            if let Some(p) = self.pending.get_mut(example_id) {
+                p.outcomes += 1;
+            }
+        } else {
+            self.unmatched("outside_window", example_id, outcome_id, t, Some(example_time));
+        }
+    }
+
+    /// Appends a feature segment to an example's bytes, creating the entry if needed.
+    fn append<'a>(&mut self, id: &CompactString, tag: u8, values: impl ExactSizeIterator<Item = &'a Value>) -> &mut Pending {
+        let created = !self.pending.contains_key(id);
+        let p = self.pending.entry(id.clone()).or_insert(Pending { time: Time::MAX, outcomes: 0, data: Vec::new() });
+        let before = p.data.capacity();
+        put_segment(&mut p.data, &mut self.dictionary, tag, values);
+        self.data_bytes += p.data.capacity() - before;
+        if created {
+            self.pending_changed(1);
+        }
+        self.pending.get_mut(id).unwrap()
+    }
+
+    fn receive(&mut self, input: LabelInput) {
+        match input {
+            LabelInput::Example { id, time, features } => {
+                self.append(&id, EVENT_SEGMENT, features.iter()).time = time;
+                self.deadlines.push(Reverse((time + self.window(), id.clone())));
+                for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
+                    self.count(&id, time, &oid, t);
+                }
+            }
+            LabelInput::Outcome { example_id, id, time } => {
+                match self.pending.get(&example_id).map(|p| p.time) {
+                    Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
+                    _ => match self.finished.get(&example_id) {
+                        Some(&t_i) => self.unmatched("outside_window", &example_id, &id, time, Some(t_i)),
+                        None => {
+                            self.waiting.entry(example_id.clone()).or_default().push((time, id));
+                            self.orphan_checks.push(Reverse((time, example_id)));
+                        }
+                    },
+                }
+            }
+            LabelInput::Fragment(f) => {
+                // Ratios are recomputed from their operands at emission: not stored.
+                let specs = &self.pipeline.tables[f.table as usize].features;
+                let values: Vec<Value> = f
+                    .values
+                    .iter()
+                    .zip(specs)
+                    .filter(|(_, s)| s.ratio.is_none())
+                    .map(|(v, _)| v.map_or(Value::Missing, Value::Num))
+                    .collect();
+                self.append(&f.example_id, f.table as u8, values.iter());
+            }
+        }
+    }
+
+    /// Everything the watermark `frontier` completes: orphans, rows, forgotten examples.
+    fn advance(&mut self, frontier: Time, rows: &mut Vec<Row>) {
+        // An outcome at t can only belong to an example at or before t; once the watermark
+        // passes t, such an example has arrived or is late.
+        while self.orphan_checks.peek().is_some_and(|Reverse((t, _))| *t < frontier) {
+            let Reverse((t, id)) = self.orphan_checks.pop().unwrap();
+            let Some(list) = self.waiting.get_mut(&id) else { continue };
+            let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(tc, _)| *tc <= t);
+            *list = keep;
+            if list.is_empty() {
+                self.waiting.remove(&id);
+            }
+            for (tc, oid) in gone {
+                self.unmatched("orphan", &id, &oid, tc, None);
+            }
+        }
+        let lookback = self.pipeline.label.outcome_lookback;
+        let mut finished = 0;
+        while self.deadlines.peek().is_some_and(|Reverse((d, _))| *d < frontier) {
+            let Reverse((deadline, id)) = self.deadlines.pop().unwrap();
+            let Some(p) = self.pending.remove(&id) else { continue };
+            self.data_bytes -= p.data.capacity();
+            finished += 1;
+            let time = deadline - self.window();
+            rows.push(self.finish(id.clone(), time, p));
+            self.finished.insert(id.clone(), time);
+            self.forget.push_back((deadline.saturating_add(lookback), id));
+        }
+        if finished > 0 {
+            self.pending_changed(-finished);
+        }
+        while self.forget.front().is_some_and(|(t, _)| *t < frontier) {
+            let (_, id) = self.forget.pop_front().unwrap();
+            self.finished.remove(&id);
+        }
+    }
+
+    fn finish(&self, example_id: CompactString, time: Time, p: Pending) -> Row {
+        let tables = &self.pipeline.tables;
+        let mut event = Vec::new();
+        let mut table_values: Vec<Option<Vec<Value>>> = vec![None; tables.len()];
+        for (tag, values) in segments(&p.data, &self.dictionary) {
+            match tag {
+                EVENT_SEGMENT => event = values,
+                t => table_values[t as usize] = Some(values),
+            }
+        }
+        let mut features = event;
+        for (t, values) in tables.iter().zip(table_values) {
+            let Some(stored) = values else {
+                tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
+                features.extend(t.features.iter().map(|_| Value::Missing));
+                continue;
+            };
+            let mut stored = stored.into_iter();
+            let mut full: Vec<Option<f64>> =
+                t.features.iter().map(|f| if f.ratio.is_some() { None } else { stored.next().and_then(|v| v.as_num()) }).collect();
+            fill_ratios(&t.features, &mut full);
+            features.extend(full.into_iter().map(|x| x.map_or(Value::Missing, Value::Num)));
+        }
+        let label = match self.pipeline.label.kind {
+            LabelKind::Exists => u32::from(p.outcomes > 0),
+            LabelKind::Count => p.outcomes,
+        };
+        Metrics::add(&self.metrics.rows, 1);
+        Metrics::add(&self.metrics.positive_rows, u64::from(p.outcomes > 0));
+        Row { example_id, time, label, outcome_count: p.outcomes, features }
+    }
+}
+
+/// The label join operator. Inputs are exchanged by example id. A row is emitted exactly once,
+/// when the watermark passes `time + window`, at a capability no later than that deadline
+/// (so sinks know when an hour partition is complete).
+pub fn label_join<'scope>(
+    inputs: StreamVec<'scope, Time, LabelInput>,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    side: Rc<RefCell<SideSinks>>,
+) -> StreamVec<'scope, Time, Row> {
+    let pact = Exchange::new(|x: &LabelInput| stable_hash(x.example_id().as_bytes()));
+    inputs.unary_frontier(pact, "LabelJoin", move |_cap, _info| {
+        let mut state = LabelState::new(pipeline, metrics, side);
+        let mut held = Held::default();
+        let mut rows = Vec::new();
+        move |(input, frontier), output| {
+            let port = output.output_index();
+            input.for_each(|cap, data| {
+                held.hold(&cap, port);
+                for x in data.drain(..) {
+                    state.receive(x);
+                }
+            });
+            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            state.advance(watermark, &mut rows);
+            if let Some(cap) = held.get() {
+                if !rows.is_empty() {
+                    // Deadlines come out in order; sorting each batch orders ties too.
+                    rows.sort_by(|a: &Row, b: &Row| (a.time, &a.example_id).cmp(&(b.time, &b.example_id)));
+                    output.session(cap).give_iterator(rows.drain(..));
+                }
+            }
+            held.settle(state.deadlines.peek().map(|Reverse((d, _))| *d));
+        }
+    })
+}

@@ -1,0 +1,173 @@
+//! Compact bytes of an example waiting for its label: its features, encoded as they arrive.
+//!
+//! A held example costs its id, time, outcome count and these bytes. Values are tagged:
+//! small integers as varints (counts), whole milliseconds-in-seconds as varints
+//! (`time_since_last`), other numbers as 8 bytes, text as an index into a per-worker
+//! dictionary (categories repeat: campaigns, countries, device classes).
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::event::Value;
+
+const MISSING: u8 = 0;
+const UINT: u8 = 1;
+const MILLIS: u8 = 2;
+const FLOAT: u8 = 3;
+const TEXT: u8 = 4;
+const RAW_TEXT: u8 = 5;
+/// Segment tag of the example's own event features (tables use their index).
+pub const EVENT_SEGMENT: u8 = u8::MAX;
+/// Dictionary entries per worker before new text is stored inline instead.
+const MAX_DICTIONARY: usize = 1 << 20;
+
+/// Per-worker dictionary of repeated text values.
+#[derive(Default)]
+pub struct Dictionary {
+    index: HashMap<CompactString, u32>,
+    values: Vec<CompactString>,
+}
+
+impl Dictionary {
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.index.capacity() * 29 + self.values.capacity() * 24
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let b = bytes[*pos];
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// Appends one segment: its tag, value count, then the values.
+pub fn put_segment<'a>(out: &mut Vec<u8>, dict: &mut Dictionary, tag: u8, values: impl ExactSizeIterator<Item = &'a Value>) {
+    out.push(tag);
+    put_varint(out, values.len() as u64);
+    for v in values {
+        put_value(out, dict, v);
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
+    match v {
+        Value::Missing => out.push(MISSING),
+        Value::Num(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 1e15 && n.is_sign_positive() => {
+            out.push(UINT);
+            put_varint(out, *n as u64);
+        }
+        Value::Num(n) if n.is_sign_positive() && *n < 1e12 && ((*n * 1000.0).round() / 1000.0) == *n => {
+            out.push(MILLIS);
+            put_varint(out, (*n * 1000.0).round() as u64);
+        }
+        Value::Num(n) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Value::Str(s) => {
+            let next = dict.values.len() as u32;
+            let ix = match dict.index.get(s) {
+                Some(&ix) => Some(ix),
+                None if dict.values.len() < MAX_DICTIONARY => {
+                    dict.index.insert(s.clone(), next);
+                    dict.values.push(s.clone());
+                    Some(next)
+                }
+                None => None,
+            };
+            match ix {
+                Some(ix) => {
+                    out.push(TEXT);
+                    put_varint(out, ix as u64);
+                }
+                None => {
+                    out.push(RAW_TEXT);
+                    put_varint(out, s.len() as u64);
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Decodes every segment: `(tag, values)` in the order they were appended.
+pub fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let tag = bytes[pos];
+        pos += 1;
+        let n = get_varint(bytes, &mut pos) as usize;
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kind = bytes[pos];
+            pos += 1;
+            values.push(match kind {
+                MISSING => Value::Missing,
+                UINT => Value::Num(get_varint(bytes, &mut pos) as f64),
+                MILLIS => Value::Num(get_varint(bytes, &mut pos) as f64 / 1000.0),
+                FLOAT => {
+                    let n = f64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+                    pos += 8;
+                    Value::Num(n)
+                }
+                TEXT => Value::Str(dict.values[get_varint(bytes, &mut pos) as usize].clone()),
+                _ => {
+                    let len = get_varint(bytes, &mut pos) as usize;
+                    let s = std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
+                    pos += len;
+                    Value::Str(s.into())
+                }
+            });
+        }
+        out.push((tag, values));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_exactly() {
+        let mut dict = Dictionary::default();
+        let values = vec![
+            Value::Missing,
+            Value::Num(0.0),
+            Value::Num(12345.0),
+            Value::Num(567.267),
+            Value::Num(0.001),
+            Value::Num(0.06060606060606061),
+            Value::Num(-3.5),
+            Value::Str("c7".into()),
+            Value::Str("c7".into()),
+        ];
+        let mut bytes = Vec::new();
+        put_segment(&mut bytes, &mut dict, EVENT_SEGMENT, values.iter());
+        put_segment(&mut bytes, &mut dict, 2, [Value::Num(1.0)].iter());
+        let back = segments(&bytes, &dict);
+        assert_eq!(back, vec![(EVENT_SEGMENT, values), (2, vec![Value::Num(1.0)])]);
+        for v in &back[0].1 {
+            if let Value::Num(n) = v {
+                assert!(n.to_bits() == n.to_bits(), "bit-exact");
+            }
+        }
+    }
+}

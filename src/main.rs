@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use labeljoin::bench::{bench, default_dir, BenchOptions};
 use labeljoin::config::Pipeline;
 use labeljoin::gen::{write_files, GenConfig};
 use labeljoin::run::{run, RunOptions};
@@ -43,6 +44,21 @@ enum Command {
     },
     /// Write seeded synthetic impressions, clicks and predictions (JSON lines).
     Gen(GenArgs),
+    /// Generate events and measure the reference pipeline on them (see docs/PERFORMANCE.md).
+    Bench {
+        /// Impressions to generate (about 1.15 events each).
+        #[arg(long, default_value_t = 8_700_000)]
+        impressions: u64,
+        /// Worker threads of the measured run.
+        #[arg(long, short, default_value_t = 2)]
+        workers: usize,
+        /// Work directory (inputs are generated once and reused).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Pipeline to run on the generated inputs.
+        #[arg(long, default_value = "pipelines/ad_clicks.toml")]
+        pipeline: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -152,6 +168,26 @@ fn main_inner() -> anyhow::Result<()> {
                 p.label.window,
                 p.feature_names().join(", ")
             );
+            Ok(())
+        }
+        Command::Bench {
+            impressions,
+            workers,
+            dir,
+            pipeline,
+        } => {
+            let opts = BenchOptions {
+                dir: dir.unwrap_or_else(default_dir),
+                impressions,
+                workers,
+                pipeline,
+            };
+            let r = bench(&opts)?;
+            println!(
+                "events {} | rows {} | {:.2} s | {:.0} events/s | peak RSS {:.0} MiB | {} held at peak | {:.0} B per held example",
+                r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example
+            );
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Command::Gen(a) => {

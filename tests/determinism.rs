@@ -48,14 +48,26 @@ struct Streams {
 
 /// Times on a coarse grid so that many events share a millisecond.
 fn time() -> impl Strategy<Value = u64> {
-    prop_oneof![(0u64..240).prop_map(|k| T0 + k * 30_000), (0u64..7_200_000).prop_map(|d| T0 + d)]
+    prop_oneof![
+        (0u64..240).prop_map(|k| T0 + k * 30_000),
+        (0u64..7_200_000).prop_map(|d| T0 + d)
+    ]
 }
 
 fn streams() -> impl Strategy<Value = Streams> {
     let imp = (time(), 0u8..4, 0u8..3);
-    let click = (0usize..1000, 0u64..1_200_000, prop::bool::weighted(0.1), 0u8..4);
+    let click = (
+        0usize..1000,
+        0u64..1_200_000,
+        prop::bool::weighted(0.1),
+        0u8..4,
+    );
     let pred = (time(), 0u8..4, 0u32..1000);
-    (prop::collection::vec(imp, 1..50), prop::collection::vec(click, 0..25), prop::collection::vec(pred, 0..10))
+    (
+        prop::collection::vec(imp, 1..50),
+        prop::collection::vec(click, 0..25),
+        prop::collection::vec(pred, 0..10),
+    )
         .prop_flat_map(|(imps, clicks, preds)| {
             let n = imps.len() + clicks.len() + preds.len();
             (
@@ -68,7 +80,12 @@ fn streams() -> impl Strategy<Value = Streams> {
             let imps: Vec<Imp> = imps
                 .into_iter()
                 .enumerate()
-                .map(|(i, (t, u, c))| Imp { id: format!("i{i}"), t, user: format!("u{u}"), campaign: format!("c{c}") })
+                .map(|(i, (t, u, c))| Imp {
+                    id: format!("i{i}"),
+                    t,
+                    user: format!("u{u}"),
+                    campaign: format!("c{c}"),
+                })
                 .collect();
             let clicks = clicks
                 .into_iter()
@@ -76,27 +93,66 @@ fn streams() -> impl Strategy<Value = Streams> {
                 .map(|(k, (which, delay, orphan, u))| {
                     let imp = &imps[which % imps.len()];
                     if orphan {
-                        Click { id: format!("k{k}"), t: imp.t + delay, imp: format!("none{k}"), user: format!("u{u}"), campaign: "c0".into() }
+                        Click {
+                            id: format!("k{k}"),
+                            t: imp.t + delay,
+                            imp: format!("none{k}"),
+                            user: format!("u{u}"),
+                            campaign: "c0".into(),
+                        }
                     } else {
-                        Click { id: format!("k{k}"), t: imp.t + delay, imp: imp.id.clone(), user: imp.user.clone(), campaign: imp.campaign.clone() }
+                        Click {
+                            id: format!("k{k}"),
+                            t: imp.t + delay,
+                            imp: imp.id.clone(),
+                            user: imp.user.clone(),
+                            campaign: imp.campaign.clone(),
+                        }
                     }
                 })
                 .collect();
             let preds = preds
                 .into_iter()
                 .enumerate()
-                .map(|(p, (t, u, s))| Pred { id: format!("p{p:03}"), t, user: format!("u{u}"), score: s as f64 / 1000.0 })
+                .map(|(p, (t, u, s))| Pred {
+                    id: format!("p{p:03}"),
+                    t,
+                    user: format!("u{u}"),
+                    score: s as f64 / 1000.0,
+                })
                 .collect();
-            Streams { imps, clicks, preds, jitter, dup }
+            Streams {
+                imps,
+                clicks,
+                preds,
+                jitter,
+                dup,
+            }
         })
 }
 
 /// Writes each stream in arrival order (time + jitter), split over two files.
 fn write(s: &Scratch, st: &Streams) {
     let mut lines: Vec<(&str, u64, String)> = Vec::new();
-    lines.extend(st.imps.iter().map(|i| ("impressions", i.t, impression(&i.id, i.t, &i.user, &i.campaign))));
-    lines.extend(st.clicks.iter().map(|c| ("clicks", c.t, click(&c.id, c.t, &c.imp, &c.user, &c.campaign))));
-    lines.extend(st.preds.iter().map(|p| ("predictions", p.t, prediction(&p.id, p.t, &p.user, p.score))));
+    lines.extend(st.imps.iter().map(|i| {
+        (
+            "impressions",
+            i.t,
+            impression(&i.id, i.t, &i.user, &i.campaign),
+        )
+    }));
+    lines.extend(st.clicks.iter().map(|c| {
+        (
+            "clicks",
+            c.t,
+            click(&c.id, c.t, &c.imp, &c.user, &c.campaign),
+        )
+    }));
+    lines.extend(
+        st.preds
+            .iter()
+            .map(|p| ("predictions", p.t, prediction(&p.id, p.t, &p.user, p.score))),
+    );
     let mut arrivals: Vec<(u64, usize, &str, String)> = Vec::new();
     for (n, (stream, t, line)) in lines.into_iter().enumerate() {
         let at = t + st.jitter[n];
@@ -127,8 +183,16 @@ fn reference(st: &Streams) -> BTreeMap<String, Row> {
     let mut rows = BTreeMap::new();
     for i in &st.imps {
         let before = |t: u64| t < i.t;
-        let clicks_in = st.clicks.iter().filter(|c| c.imp == i.id && i.t <= c.t && c.t <= i.t + W).count();
-        let user_imps: Vec<&Imp> = st.imps.iter().filter(|j| j.user == i.user && before(j.t)).collect();
+        let clicks_in = st
+            .clicks
+            .iter()
+            .filter(|c| c.imp == i.id && i.t <= c.t && c.t <= i.t + W)
+            .count();
+        let user_imps: Vec<&Imp> = st
+            .imps
+            .iter()
+            .filter(|j| j.user == i.user && before(j.t))
+            .collect();
         let last_imp = user_imps.iter().map(|j| j.t).max();
         let score = st
             .preds
@@ -143,17 +207,37 @@ fn reference(st: &Streams) -> BTreeMap<String, Row> {
         r.insert("outcome_count".into(), clicks_in.to_string());
         r.insert("campaign".into(), i.campaign.clone());
         r.insert("user_impressions".into(), user_imps.len().to_string());
-        let user_clicks = st.clicks.iter().filter(|c| c.user == i.user && before(c.t)).count();
+        let user_clicks = st
+            .clicks
+            .iter()
+            .filter(|c| c.user == i.user && before(c.t))
+            .count();
         r.insert("user_clicks".into(), user_clicks.to_string());
         let in_hour = user_imps.iter().filter(|j| j.t + 3_600_000 >= i.t).count();
         r.insert("user_impressions_1h".into(), in_hour.to_string());
         let campaigns: BTreeSet<&str> = user_imps.iter().map(|j| j.campaign.as_str()).collect();
-        r.insert("user_distinct_campaigns".into(), campaigns.len().to_string());
-        r.insert("user_secs_since_impression".into(), last_imp.map(|t| num((i.t - t) as f64 / 1000.0)).unwrap_or_default());
+        r.insert(
+            "user_distinct_campaigns".into(),
+            campaigns.len().to_string(),
+        );
+        r.insert(
+            "user_secs_since_impression".into(),
+            last_imp
+                .map(|t| num((i.t - t) as f64 / 1000.0))
+                .unwrap_or_default(),
+        );
         r.insert("user_model_score".into(), score.unwrap_or_default());
-        let camp = st.imps.iter().filter(|j| j.campaign == i.campaign && before(j.t)).count();
+        let camp = st
+            .imps
+            .iter()
+            .filter(|j| j.campaign == i.campaign && before(j.t))
+            .count();
         r.insert("campaign_impressions".into(), camp.to_string());
-        let camp_clicks = st.clicks.iter().filter(|c| c.campaign == i.campaign && before(c.t)).count();
+        let camp_clicks = st
+            .clicks
+            .iter()
+            .filter(|c| c.campaign == i.campaign && before(c.t))
+            .count();
         r.insert("campaign_clicks".into(), camp_clicks.to_string());
         rows.insert(i.id.clone(), r);
     }

@@ -11,14 +11,23 @@ use labeljoin::run::{run, RunOptions};
 
 fn run_reference(out: &Path, workers: usize) -> labeljoin::metrics::Summary {
     let p = Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap();
-    run(p, &RunOptions { output: Some(out.to_path_buf()), workers, progress: false }).unwrap()
+    run(
+        p,
+        &RunOptions {
+            output: Some(out.to_path_buf()),
+            workers,
+            progress: false,
+        },
+    )
+    .unwrap()
 }
 
 #[test]
 fn sagemaker_csv_is_numeric_with_the_label_first_and_no_header() {
     let dir = tempfile::tempdir().unwrap();
     let summary = run_reference(dir.path(), 2);
-    let schema: serde_json::Value = serde_json::from_slice(&fs::read(dir.path().join("schema.json")).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("schema.json")).unwrap()).unwrap();
     let columns = schema["sagemaker_csv"]["columns"].as_array().unwrap().len();
     let mut lines = 0;
     for channel in ["train", "validation"] {
@@ -30,13 +39,19 @@ fn sagemaker_csv_is_numeric_with_the_label_first_and_no_header() {
                 assert_eq!(fields.len(), columns, "{line}");
                 assert!(fields[0] == "0" || fields[0] == "1", "label first: {line}");
                 for f in &fields {
-                    assert!(f.is_empty() || f.parse::<f64>().is_ok(), "numeric only: {f:?} in {line}");
+                    assert!(
+                        f.is_empty() || f.parse::<f64>().is_ok(),
+                        "numeric only: {f:?} in {line}"
+                    );
                 }
                 lines += 1;
             }
         }
     }
-    assert_eq!(lines as u64, summary.rows, "every row is in train or validation once");
+    assert_eq!(
+        lines as u64, summary.rows,
+        "every row is in train or validation once"
+    );
     let full: usize = files_under(&dir.path().join("full"), "csv")
         .iter()
         .map(|f| fs::read_to_string(f).unwrap().lines().skip(1).count())
@@ -48,7 +63,10 @@ fn sagemaker_csv_is_numeric_with_the_label_first_and_no_header() {
 fn complete_partitions_get_success_markers_and_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let summary = run_reference(dir.path(), 1);
-    assert!(summary.partitions_committed >= 2, "the fixture spans more than one hour");
+    assert!(
+        summary.partitions_committed >= 2,
+        "the fixture spans more than one hour"
+    );
     for channel in ["full", "train", "validation"] {
         let parts = files_under(&dir.path().join(channel), "csv");
         assert!(!parts.is_empty());
@@ -56,11 +74,20 @@ fn complete_partitions_get_success_markers_and_manifests() {
             let pdir = part.parent().unwrap();
             assert!(pdir.join("_SUCCESS").exists(), "{}", pdir.display());
             let rel = pdir.strip_prefix(dir.path().join(channel)).unwrap();
-            let manifest = dir.path().join("manifests").join(channel).join(rel).join("manifest.json");
-            let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+            let manifest = dir
+                .path()
+                .join("manifests")
+                .join(channel)
+                .join(rel)
+                .join("manifest.json");
+            let m: serde_json::Value =
+                serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
             let prefix = m[0]["prefix"].as_str().unwrap();
             assert!(prefix.starts_with("file://") && prefix.ends_with('/'));
-            let listed: Vec<&str> = m.as_array().unwrap()[1..].iter().map(|v| v.as_str().unwrap()).collect();
+            let listed: Vec<&str> = m.as_array().unwrap()[1..]
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
             assert!(listed.contains(&part.file_name().unwrap().to_str().unwrap()));
         }
     }
@@ -80,7 +107,10 @@ fn a_replay_overwrites_instead_of_duplicating() {
         .iter()
         .map(|f| fs::read_to_string(f).unwrap().lines().skip(1).count())
         .sum();
-    assert_eq!(rows as u64, second.rows, "parts of the 3-worker run must not survive the 1-worker replay");
+    assert_eq!(
+        rows as u64, second.rows,
+        "parts of the 3-worker run must not survive the 1-worker replay"
+    );
 }
 
 #[test]
@@ -92,6 +122,11 @@ fn the_same_input_gives_byte_identical_files() {
     let fb = files_under(&b.path().join("train"), "csv");
     assert_eq!(fa.len(), fb.len());
     for (x, y) in fa.iter().zip(&fb) {
-        assert_eq!(fs::read(x).unwrap(), fs::read(y).unwrap(), "{}", x.display());
+        assert_eq!(
+            fs::read(x).unwrap(),
+            fs::read(y).unwrap(),
+            "{}",
+            x.display()
+        );
     }
 }

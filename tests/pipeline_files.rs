@@ -5,7 +5,9 @@ use std::path::Path;
 use labeljoin::config::Pipeline;
 
 fn error_of(text: &str) -> String {
-    Pipeline::from_toml(text, "bad.toml", Path::new(".")).unwrap_err().to_string()
+    Pipeline::from_toml(text, "bad.toml", Path::new("."))
+        .unwrap_err()
+        .to_string()
 }
 
 const BASE: &str = r#"
@@ -48,7 +50,10 @@ fn an_unknown_stream_is_named_with_its_field_path() {
 
 #[test]
 fn a_bad_duration_names_the_field_and_the_fix() {
-    let e = error_of(&BASE.replace("outcome_key = \"impression_id\"", "outcome_key = \"impression_id\"\nwindow = \"15 parsecs\""));
+    let e = error_of(&BASE.replace(
+        "outcome_key = \"impression_id\"",
+        "outcome_key = \"impression_id\"\nwindow = \"15 parsecs\"",
+    ));
     assert!(e.contains("label.window"), "{e}");
     assert!(e.contains("15m"), "suggests a valid form: {e}");
 }
@@ -64,12 +69,17 @@ fn an_unknown_aggregation_lists_the_known_ones() {
     let e = error_of(&format!(
         "{BASE}\n[[tables]]\nname = \"user\"\nkey = [\"user_id\"]\nfeatures = [{{ name = \"n\", agg = \"median\", stream = \"clicks\" }}]\n"
     ));
-    assert!(e.contains("tables[0].features[0].agg") && e.contains("distinct_count"), "{e}");
+    assert!(
+        e.contains("tables[0].features[0].agg") && e.contains("distinct_count"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_missing_source_file_is_reported_before_the_run() {
     let p = Pipeline::from_toml(BASE, "t.toml", Path::new("/nonexistent")).unwrap();
-    let e = labeljoin::run::run(p, &Default::default()).unwrap_err().to_string();
+    let e = labeljoin::run::run(p, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("imps") && e.contains("matches no file"), "{e}");
 }

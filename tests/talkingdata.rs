@@ -13,12 +13,18 @@ use labeljoin::run::{run, RunOptions};
 const DATA: &str = "../shared/data/talkingdata_train_sample.csv";
 
 fn secs(s: &str) -> i64 {
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp()
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+        .unwrap()
+        .and_utc()
+        .timestamp()
 }
 
 #[test]
 fn talkingdata_labels_equal_an_independent_computation_from_the_raw_file() {
-    assert!(Path::new(DATA).exists(), "{DATA} missing: the tests read ../shared beside the checkout");
+    assert!(
+        Path::new(DATA).exists(),
+        "{DATA} missing: the tests read ../shared beside the checkout"
+    );
     // Independent answer: row number -> (label, click time ms).
     let mut expected: BTreeMap<String, (String, i64)> = BTreeMap::new();
     let mut reader = csv::Reader::from_path(DATA).unwrap();
@@ -37,8 +43,20 @@ fn talkingdata_labels_equal_an_independent_computation_from_the_raw_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pipeline = Pipeline::load(Path::new("pipelines/talkingdata.toml")).unwrap();
-    let summary = run(pipeline, &RunOptions { output: Some(dir.path().to_path_buf()), workers: 2, progress: false }).unwrap();
-    let rows = common::Outcome { summary: summary.clone(), out: dir.path().to_path_buf() }.rows();
+    let summary = run(
+        pipeline,
+        &RunOptions {
+            output: Some(dir.path().to_path_buf()),
+            workers: 2,
+            progress: false,
+        },
+    )
+    .unwrap();
+    let rows = common::Outcome {
+        summary: summary.clone(),
+        out: dir.path().to_path_buf(),
+    }
+    .rows();
 
     assert_eq!(rows.len(), 100_000);
     assert_eq!(summary.malformed + summary.late + summary.duplicates, 0);
@@ -49,7 +67,10 @@ fn talkingdata_labels_equal_an_independent_computation_from_the_raw_file() {
         assert_eq!(row["event_time"], time.to_string(), "row {id}");
         positives += (label == "1") as usize;
     }
-    assert_eq!(positives, 139, "227 attributed clicks, 139 of them within 15 minutes");
+    assert_eq!(
+        positives, 139,
+        "227 attributed clicks, 139 of them within 15 minutes"
+    );
     assert_eq!(summary.positive_rows, 139);
     assert_eq!(summary.outside_window, 227 - 139);
 }
@@ -74,13 +95,33 @@ fn talkingdata_features_count_only_earlier_clicks_of_the_ip() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pipeline = Pipeline::load(Path::new("pipelines/talkingdata.toml")).unwrap();
-    let summary = run(pipeline, &RunOptions { output: Some(dir.path().to_path_buf()), workers: 1, progress: false }).unwrap();
-    let rows = common::Outcome { summary, out: dir.path().to_path_buf() }.rows();
+    let summary = run(
+        pipeline,
+        &RunOptions {
+            output: Some(dir.path().to_path_buf()),
+            workers: 1,
+            progress: false,
+        },
+    )
+    .unwrap();
+    let rows = common::Outcome {
+        summary,
+        out: dir.path().to_path_buf(),
+    }
+    .rows();
     for (n, (ip, app, t)) in recs.iter().enumerate().step_by(97) {
         let row = &rows[&(n + 1).to_string()];
         let ip_before = by_ip[ip.as_str()].iter().filter(|x| **x < *t).count();
-        let pair_before = by_ip_app[&(ip.as_str(), app.as_str())].iter().filter(|x| **x < *t).count();
+        let pair_before = by_ip_app[&(ip.as_str(), app.as_str())]
+            .iter()
+            .filter(|x| **x < *t)
+            .count();
         assert_eq!(row["ip_clicks"], ip_before.to_string(), "row {}", n + 1);
-        assert_eq!(row["ip_app_clicks"], pair_before.to_string(), "row {}", n + 1);
+        assert_eq!(
+            row["ip_app_clicks"],
+            pair_before.to_string(),
+            "row {}",
+            n + 1
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Drops repeated event ids (at-least-once sources), keyed by (stream, id).
 
-use std::cell::RefCell;
 use rustc_hash::FxHashMap as HashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 

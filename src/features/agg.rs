@@ -1,7 +1,7 @@
 //! State of one declared aggregate for one key, updated in event-time order.
 
-use std::collections::VecDeque;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,16 @@ impl AggState {
             Agg::Min | Agg::Max => AggState::Extreme(None),
             Agg::Last | Agg::TimeSinceLast => AggState::Last(None),
             Agg::DistinctCount => AggState::Distinct(Box::default()),
+        }
+    }
+
+    /// The value of a feature for a key with no events yet.
+    pub fn empty_value(spec: &FeatureSpec) -> Option<f64> {
+        match spec.agg {
+            Agg::Count | Agg::DistinctCount => Some(0.0),
+            Agg::Sum if spec.window.is_some() => Some(0.0),
+            Agg::Sum => Some(0.0),
+            _ => None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use rustc_hash::{FxHashMap as HashMap};
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -13,6 +13,7 @@ use super::agg::{fill_ratios, AggState};
 use crate::config::{Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::event::{stable_hash, Event, Value};
+use crate::label::pending::put_numbers;
 use crate::time::Time;
 
 /// An event routed to one table under one key, carrying only what the table reads.
@@ -20,8 +21,10 @@ use crate::time::Time;
 pub struct TableRecord {
     /// Table index.
     pub table: u16,
-    /// Read the table for this example (instead of applying the event).
+    /// Read the table for this example (the event is an example).
     pub lookup: bool,
+    /// Apply the event to the table (the table aggregates its stream).
+    pub update: bool,
     /// Stream of the event.
     pub stream: u16,
     /// Event time.
@@ -35,21 +38,20 @@ pub struct TableRecord {
 }
 
 impl TableRecord {
-    /// Order of records that share a time: lookups first, then updates by (stream, id).
-    fn order(&self) -> (bool, u16, &str) {
-        (!self.lookup, self.stream, &self.id)
+    /// Processing order: by time; same-time updates by (stream, id).
+    fn order(&self) -> (Time, u16, &str) {
+        (self.time, self.stream, &self.id)
     }
 }
 
-/// Table values for one example, sent to the label join.
+/// Table values for one example, sent to the label join: one encoded segment
+/// (see [`crate::label::pending`]; ratios are left out and recomputed at emission).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fragment {
     /// Example id.
     pub example_id: CompactString,
-    /// Table index.
-    pub table: u16,
-    /// Feature values (`None` = missing), in the table's column order.
-    pub values: Vec<Option<f64>>,
+    /// The encoded segment, tagged with the table index.
+    pub segment: Vec<u8>,
 }
 
 /// Key of an event in a table, if the table reads its stream.
@@ -69,30 +71,40 @@ pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
     Some(key)
 }
 
-/// Routes an event to the tables: one lookup per table for examples, one update per table
-/// that aggregates the event's stream.
+/// Routes an event to the tables: one record per table it is an example for (lookup)
+/// or that aggregates its stream (update), or both.
 pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
     let stream = ev.stream as usize;
+    let lookup = stream == p.label.example_stream;
     for (ti, t) in p.tables.iter().enumerate() {
-        let Some(key) = table_key(t, ev) else { continue };
-        let record = |lookup: bool, key: CompactString, values: Vec<Value>| TableRecord {
+        let reads = t
+            .features
+            .iter()
+            .filter(|f| f.ratio.is_none() && f.stream == stream);
+        let update = reads.clone().next().is_some();
+        if !(lookup || update) {
+            continue;
+        }
+        let Some(key) = table_key(t, ev) else {
+            continue;
+        };
+        let values = if update {
+            reads
+                .filter_map(|f| f.field.map(|ix| ev.fields[ix].clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push(TableRecord {
             table: ti as u16,
             lookup,
+            update,
             stream: ev.stream,
             time: ev.time,
             key,
             id: ev.id.clone(),
             values,
-        };
-        let reads = t.features.iter().filter(|f| f.ratio.is_none() && f.stream == stream);
-        let updates = reads.clone().count() > 0;
-        if stream == p.label.example_stream {
-            out.push(record(true, key.clone(), Vec::new()));
-        }
-        if updates {
-            let values = reads.filter_map(|f| f.field.map(|ix| ev.fields[ix].clone())).collect();
-            out.push(record(false, key, values));
-        }
+        });
     }
 }
 
@@ -109,7 +121,7 @@ impl Tables {
         Tables { pipeline, state }
     }
 
-    /// Values of `table` for `key` as of just before `now`.
+    /// Values of `table` for `key` as of just before `now`, ratios included.
     pub fn read(&mut self, table: usize, key: &str, now: Time) -> Vec<Option<f64>> {
         let spec = &self.pipeline.tables[table];
         let mut values: Vec<Option<f64>> = match self.state[table].get_mut(key) {
@@ -129,6 +141,36 @@ impl Tables {
         values
     }
 
+    /// The encoded segment of `table` for `key` as of just before `now` (ratios left out).
+    pub fn read_segment(&mut self, table: usize, key: &str, now: Time, out: &mut Vec<u8>) {
+        let spec = &self.pipeline.tables[table];
+        let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
+        match self.state[table].get_mut(key) {
+            Some(states) => {
+                let values = spec
+                    .features
+                    .iter()
+                    .zip(states.iter_mut())
+                    .filter(|(f, _)| f.ratio.is_none());
+                put_numbers(
+                    out,
+                    table as u8,
+                    stored,
+                    values.map(|(f, s)| s.read(f, now)),
+                );
+            }
+            None => {
+                let values = spec.features.iter().filter(|f| f.ratio.is_none());
+                put_numbers(
+                    out,
+                    table as u8,
+                    stored,
+                    values.map(|f| AggState::empty_value(f)),
+                );
+            }
+        }
+    }
+
     /// Applies an update record at its time.
     pub fn apply(&mut self, r: &TableRecord) {
         let spec = &self.pipeline.tables[r.table as usize];
@@ -145,6 +187,11 @@ impl Tables {
                 s.apply(f, r.time, value);
             }
         }
+    }
+
+    /// Number of tables.
+    pub fn count(&self) -> usize {
+        self.state.len()
     }
 
     /// Number of keys per table.
@@ -169,6 +216,7 @@ pub fn table_operator<'scope>(
         let mut held = Held::default();
         let mut buffer: Vec<TableRecord> = Vec::new();
         let mut done_below = 0;
+        let mut segment_size = vec![16; tables.count()];
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -181,14 +229,22 @@ pub fn table_operator<'scope>(
                 return;
             }
             done_below = watermark;
-            let mut ready: Vec<TableRecord> = buffer.extract_if(.., |r| r.time < watermark).collect();
-            ready.sort_unstable_by(|a, b| (a.time, a.order()).cmp(&(b.time, b.order())));
+            let mut ready: Vec<TableRecord> =
+                buffer.extract_if(.., |r| r.time < watermark).collect();
+            ready.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
             let mut fragments = Vec::new();
-            for r in &ready {
-                if r.lookup {
-                    let values = tables.read(r.table as usize, &r.key, r.time);
-                    fragments.push(Fragment { example_id: r.id.clone(), table: r.table, values });
-                } else {
+            // Per time: first every lookup (state strictly before), then every update.
+            for group in ready.chunk_by(|a, b| a.time == b.time) {
+                for r in group.iter().filter(|r| r.lookup) {
+                    let mut segment = Vec::with_capacity(segment_size[r.table as usize]);
+                    tables.read_segment(r.table as usize, &r.key, r.time, &mut segment);
+                    segment_size[r.table as usize] = segment.len();
+                    fragments.push(Fragment {
+                        example_id: r.id.clone(),
+                        segment,
+                    });
+                }
+                for r in group.iter().filter(|r| r.update) {
                     tables.apply(r);
                 }
             }

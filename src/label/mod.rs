@@ -22,10 +22,10 @@ use crate::dataflow::hold::Held;
 use crate::event::{stable_hash, Value};
 use crate::features::agg::fill_ratios;
 use crate::features::table_op::Fragment;
-use pending::{put_segment, segments, Dictionary, EVENT_SEGMENT};
 use crate::metrics::Metrics;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
+use pending::{decode_segment, put_segment, skip_segment, Dictionary, EVENT_SEGMENT};
 
 /// What the label join receives, keyed by example id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,10 +105,15 @@ struct LabelState {
     dictionary: Dictionary,
     /// Sum of `data` capacities of pending examples.
     data_bytes: usize,
+    /// Largest encoded example seen: the capacity new entries start with.
+    expected_bytes: usize,
+    /// Feature columns of a row.
+    columns: usize,
 }
 
 impl LabelState {
     fn new(pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, side: Rc<RefCell<SideSinks>>) -> Self {
+        let pipeline_columns = pipeline.feature_names().len();
         LabelState {
             pipeline,
             metrics,
@@ -121,6 +126,8 @@ impl LabelState {
             forget: VecDeque::new(),
             dictionary: Dictionary::default(),
             data_bytes: 0,
+            expected_bytes: 64,
+            columns: pipeline_columns,
         }
     }
 
@@ -133,16 +140,31 @@ impl LabelState {
     fn pending_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(CompactString, Pending)>() + 1;
         let deadline = std::mem::size_of::<Reverse<(Time, CompactString)>>();
-        self.pending.capacity() * slot + self.deadlines.capacity() * deadline + self.data_bytes + self.dictionary.heap_bytes()
+        self.pending.capacity() * slot
+            + self.deadlines.capacity() * deadline
+            + self.data_bytes
+            + self.dictionary.heap_bytes()
     }
 
     fn pending_changed(&mut self, delta: i64) {
         let bytes = self.pending_bytes() as i64;
-        self.metrics.pending_changed(delta, bytes, self.pending.len() as i64);
+        self.metrics
+            .pending_changed(delta, bytes, self.pending.len() as i64);
     }
 
-    fn unmatched(&self, reason: &str, example_id: &str, outcome_id: &str, time: Time, example_time: Option<Time>) {
-        let counter = if reason == "orphan" { &self.metrics.orphans } else { &self.metrics.outside_window };
+    fn unmatched(
+        &self,
+        reason: &str,
+        example_id: &str,
+        outcome_id: &str,
+        time: Time,
+        example_time: Option<Time>,
+    ) {
+        let counter = if reason == "orphan" {
+            &self.metrics.orphans
+        } else {
+            &self.metrics.outside_window
+        };
         Metrics::add(counter, 1);
         let stream = &self.pipeline.streams[self.pipeline.label.outcome_stream].name;
         self.side.borrow_mut().write(
@@ -159,16 +181,37 @@ impl LabelState {
                 p.outcomes += 1;
             }
         } else {
-            self.unmatched("outside_window", example_id, outcome_id, t, Some(example_time));
+            self.unmatched(
+                "outside_window",
+                example_id,
+                outcome_id,
+                t,
+                Some(example_time),
+            );
         }
     }
 
-    /// Appends a feature segment to an example's bytes, creating the entry if needed.
-    fn append<'a>(&mut self, id: &CompactString, tag: u8, values: impl ExactSizeIterator<Item = &'a Value>) -> &mut Pending {
-        let created = !self.pending.contains_key(id);
-        let p = self.pending.entry(id.clone()).or_insert(Pending { time: Time::MAX, outcomes: 0, data: Vec::new() });
-        let before = p.data.capacity();
-        put_segment(&mut p.data, &mut self.dictionary, tag, values);
+    /// Appends encoded bytes to an example's entry, creating it if needed.
+    fn append(
+        &mut self,
+        id: &CompactString,
+        write: impl FnOnce(&mut Vec<u8>, &mut Dictionary),
+    ) -> &mut Pending {
+        let mut created = false;
+        let expected = self.expected_bytes;
+        let p = self.pending.entry(id.clone()).or_insert_with(|| {
+            created = true;
+            Pending {
+                time: Time::MAX,
+                outcomes: 0,
+                data: Vec::new(),
+            }
+        });
+        if created {
+            p.data.reserve_exact(expected);
+        }
+        let before = if created { 0 } else { p.data.capacity() };
+        write(&mut p.data, &mut self.dictionary);
         self.data_bytes += p.data.capacity() - before;
         if created {
             self.pending_changed(1);
@@ -179,35 +222,37 @@ impl LabelState {
     fn receive(&mut self, input: LabelInput) {
         match input {
             LabelInput::Example { id, time, features } => {
-                self.append(&id, EVENT_SEGMENT, features.iter()).time = time;
-                self.deadlines.push(Reverse((time + self.window(), id.clone())));
+                self.append(&id, |out, dict| {
+                    put_segment(out, dict, EVENT_SEGMENT, features.iter())
+                })
+                .time = time;
+                self.deadlines
+                    .push(Reverse((time + self.window(), id.clone())));
                 for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
                     self.count(&id, time, &oid, t);
                 }
             }
-            LabelInput::Outcome { example_id, id, time } => {
-                match self.pending.get(&example_id).map(|p| p.time) {
-                    Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
-                    _ => match self.finished.get(&example_id) {
-                        Some(&t_i) => self.unmatched("outside_window", &example_id, &id, time, Some(t_i)),
-                        None => {
-                            self.waiting.entry(example_id.clone()).or_default().push((time, id));
-                            self.orphan_checks.push(Reverse((time, example_id)));
-                        }
-                    },
-                }
-            }
+            LabelInput::Outcome {
+                example_id,
+                id,
+                time,
+            } => match self.pending.get(&example_id).map(|p| p.time) {
+                Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
+                _ => match self.finished.get(&example_id) {
+                    Some(&t_i) => {
+                        self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
+                    }
+                    None => {
+                        self.waiting
+                            .entry(example_id.clone())
+                            .or_default()
+                            .push((time, id));
+                        self.orphan_checks.push(Reverse((time, example_id)));
+                    }
+                },
+            },
             LabelInput::Fragment(f) => {
-                // Ratios are recomputed from their operands at emission: not stored.
-                let specs = &self.pipeline.tables[f.table as usize].features;
-                let values: Vec<Value> = f
-                    .values
-                    .iter()
-                    .zip(specs)
-                    .filter(|(_, s)| s.ratio.is_none())
-                    .map(|(v, _)| v.map_or(Value::Missing, Value::Num))
-                    .collect();
-                self.append(&f.example_id, f.table as u8, values.iter());
+                self.append(&f.example_id, |out, _| out.extend_from_slice(&f.segment));
             }
         }
     }
@@ -216,9 +261,15 @@ impl LabelState {
     fn advance(&mut self, frontier: Time, rows: &mut Vec<Row>) {
         // An outcome at t can only belong to an example at or before t; once the watermark
         // passes t, such an example has arrived or is late.
-        while self.orphan_checks.peek().is_some_and(|Reverse((t, _))| *t < frontier) {
+        while self
+            .orphan_checks
+            .peek()
+            .is_some_and(|Reverse((t, _))| *t < frontier)
+        {
             let Reverse((t, id)) = self.orphan_checks.pop().unwrap();
-            let Some(list) = self.waiting.get_mut(&id) else { continue };
+            let Some(list) = self.waiting.get_mut(&id) else {
+                continue;
+            };
             let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(tc, _)| *tc <= t);
             *list = keep;
             if list.is_empty() {
@@ -230,15 +281,22 @@ impl LabelState {
         }
         let lookback = self.pipeline.label.outcome_lookback;
         let mut finished = 0;
-        while self.deadlines.peek().is_some_and(|Reverse((d, _))| *d < frontier) {
+        while self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((d, _))| *d < frontier)
+        {
             let Reverse((deadline, id)) = self.deadlines.pop().unwrap();
-            let Some(p) = self.pending.remove(&id) else { continue };
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
             self.data_bytes -= p.data.capacity();
             finished += 1;
             let time = deadline - self.window();
             rows.push(self.finish(id.clone(), time, p));
             self.finished.insert(id.clone(), time);
-            self.forget.push_back((deadline.saturating_add(lookback), id));
+            self.forget
+                .push_back((deadline.saturating_add(lookback), id));
         }
         if finished > 0 {
             self.pending_changed(-finished);
@@ -249,28 +307,56 @@ impl LabelState {
         }
     }
 
-    fn finish(&self, example_id: CompactString, time: Time, p: Pending) -> Row {
+    fn finish(&mut self, example_id: CompactString, time: Time, p: Pending) -> Row {
+        self.expected_bytes = self.expected_bytes.max(p.data.len());
         let tables = &self.pipeline.tables;
-        let mut event = Vec::new();
-        let mut table_values: Vec<Option<Vec<Value>>> = vec![None; tables.len()];
-        for (tag, values) in segments(&p.data, &self.dictionary) {
-            match tag {
-                EVENT_SEGMENT => event = values,
-                t => table_values[t as usize] = Some(values),
-            }
+        // Segments arrive in any order: find each one's start, then decode in column order.
+        let mut starts = vec![usize::MAX; tables.len() + 1];
+        let mut pos = 0;
+        while pos < p.data.len() {
+            let tag = p.data[pos];
+            starts[if tag == EVENT_SEGMENT {
+                tables.len()
+            } else {
+                tag as usize
+            }] = pos;
+            pos = skip_segment(&p.data, pos);
         }
-        let mut features = event;
-        for (t, values) in tables.iter().zip(table_values) {
-            let Some(stored) = values else {
+        let mut features = Vec::with_capacity(self.columns);
+        if starts[tables.len()] != usize::MAX {
+            decode_segment(
+                &p.data,
+                starts[tables.len()],
+                &self.dictionary,
+                &mut features,
+            );
+        }
+        let mut stored = Vec::new();
+        for (t, &start) in tables.iter().zip(&starts) {
+            if start == usize::MAX {
                 tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
                 features.extend(t.features.iter().map(|_| Value::Missing));
                 continue;
-            };
-            let mut stored = stored.into_iter();
-            let mut full: Vec<Option<f64>> =
-                t.features.iter().map(|f| if f.ratio.is_some() { None } else { stored.next().and_then(|v| v.as_num()) }).collect();
+            }
+            stored.clear();
+            decode_segment(&p.data, start, &self.dictionary, &mut stored);
+            let mut stored = stored.iter();
+            let mut full: Vec<Option<f64>> = t
+                .features
+                .iter()
+                .map(|f| {
+                    if f.ratio.is_some() {
+                        None
+                    } else {
+                        stored.next().and_then(Value::as_num)
+                    }
+                })
+                .collect();
             fill_ratios(&t.features, &mut full);
-            features.extend(full.into_iter().map(|x| x.map_or(Value::Missing, Value::Num)));
+            features.extend(
+                full.into_iter()
+                    .map(|x| x.map_or(Value::Missing, Value::Num)),
+            );
         }
         let label = match self.pipeline.label.kind {
             LabelKind::Exists => u32::from(p.outcomes > 0),
@@ -278,7 +364,13 @@ impl LabelState {
         };
         Metrics::add(&self.metrics.rows, 1);
         Metrics::add(&self.metrics.positive_rows, u64::from(p.outcomes > 0));
-        Row { example_id, time, label, outcome_count: p.outcomes, features }
+        Row {
+            example_id,
+            time,
+            label,
+            outcome_count: p.outcomes,
+            features,
+        }
     }
 }
 
@@ -309,7 +401,9 @@ pub fn label_join<'scope>(
             if let Some(cap) = held.get() {
                 if !rows.is_empty() {
                     // Deadlines come out in order; sorting each batch orders ties too.
-                    rows.sort_by(|a: &Row, b: &Row| (a.time, &a.example_id).cmp(&(b.time, &b.example_id)));
+                    rows.sort_by(|a: &Row, b: &Row| {
+                        (a.time, &a.example_id).cmp(&(b.time, &b.example_id))
+                    });
                     output.session(cap).give_iterator(rows.drain(..));
                 }
             }

@@ -57,11 +57,31 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> u64 {
 }
 
 /// Appends one segment: its tag, value count, then the values.
-pub fn put_segment<'a>(out: &mut Vec<u8>, dict: &mut Dictionary, tag: u8, values: impl ExactSizeIterator<Item = &'a Value>) {
+pub fn put_segment<'a>(
+    out: &mut Vec<u8>,
+    dict: &mut Dictionary,
+    tag: u8,
+    values: impl ExactSizeIterator<Item = &'a Value>,
+) {
     out.push(tag);
     put_varint(out, values.len() as u64);
     for v in values {
         put_value(out, dict, v);
+    }
+}
+
+/// Appends a segment of numbers (table values) without a dictionary.
+pub fn put_numbers(
+    out: &mut Vec<u8>,
+    tag: u8,
+    len: usize,
+    values: impl Iterator<Item = Option<f64>>,
+) {
+    out.push(tag);
+    put_varint(out, len as u64);
+    let mut none = Dictionary::default();
+    for v in values {
+        put_value(out, &mut none, &v.map_or(Value::Missing, Value::Num));
     }
 }
 
@@ -72,7 +92,9 @@ fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
             out.push(UINT);
             put_varint(out, *n as u64);
         }
-        Value::Num(n) if n.is_sign_positive() && *n < 1e12 && ((*n * 1000.0).round() / 1000.0) == *n => {
+        Value::Num(n)
+            if n.is_sign_positive() && *n < 1e12 && ((*n * 1000.0).round() / 1000.0) == *n =>
+        {
             out.push(MILLIS);
             put_varint(out, (*n * 1000.0).round() as u64);
         }
@@ -112,9 +134,43 @@ pub fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {
     let mut pos = 0;
     while pos < bytes.len() {
         let tag = bytes[pos];
+        let mut values = Vec::new();
+        pos = decode_segment(bytes, pos, dict, &mut values);
+        out.push((tag, values));
+    }
+    out
+}
+
+/// Position after the segment starting at `pos`.
+pub fn skip_segment(bytes: &[u8], mut pos: usize) -> usize {
+    pos += 1;
+    let n = get_varint(bytes, &mut pos);
+    for _ in 0..n {
+        let kind = bytes[pos];
         pos += 1;
-        let n = get_varint(bytes, &mut pos) as usize;
-        let mut values = Vec::with_capacity(n);
+        match kind {
+            MISSING => {}
+            UINT | MILLIS | TEXT => {
+                get_varint(bytes, &mut pos);
+            }
+            FLOAT => pos += 8,
+            _ => pos += get_varint(bytes, &mut pos) as usize,
+        }
+    }
+    pos
+}
+
+/// Decodes the segment starting at `pos` into `values`; returns the position after it.
+pub fn decode_segment(
+    bytes: &[u8],
+    mut pos: usize,
+    dict: &Dictionary,
+    values: &mut Vec<Value>,
+) -> usize {
+    pos += 1; // tag
+    let n = get_varint(bytes, &mut pos) as usize;
+    values.reserve(n);
+    {
         for _ in 0..n {
             let kind = bytes[pos];
             pos += 1;
@@ -130,15 +186,15 @@ pub fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {
                 TEXT => Value::Str(dict.values[get_varint(bytes, &mut pos) as usize].clone()),
                 _ => {
                     let len = get_varint(bytes, &mut pos) as usize;
-                    let s = std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
+                    let s =
+                        std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
                     pos += len;
                     Value::Str(s.into())
                 }
             });
         }
-        out.push((tag, values));
     }
-    out
+    pos
 }
 
 #[cfg(test)]
@@ -163,7 +219,10 @@ mod tests {
         put_segment(&mut bytes, &mut dict, EVENT_SEGMENT, values.iter());
         put_segment(&mut bytes, &mut dict, 2, [Value::Num(1.0)].iter());
         let back = segments(&bytes, &dict);
-        assert_eq!(back, vec![(EVENT_SEGMENT, values), (2, vec![Value::Num(1.0)])]);
+        assert_eq!(
+            back,
+            vec![(EVENT_SEGMENT, values), (2, vec![Value::Num(1.0)])]
+        );
         for v in &back[0].1 {
             if let Value::Num(n) = v {
                 assert!(n.to_bits() == n.to_bits(), "bit-exact");

@@ -80,8 +80,15 @@ pub fn partition_writer<'scope>(
                 held.hold(&cap, port);
                 for r in data.drain(..) {
                     let hour = r.time - r.time % HOUR_MS;
-                    let part = open.entry(hour).or_insert_with(|| OpenPartition { files: [None, None, None] });
-                    let split = if is_validation(&r.example_id, pipeline.output.validation_fraction) { 2 } else { 1 };
+                    let part = open.entry(hour).or_insert_with(|| OpenPartition {
+                        files: [None, None, None],
+                    });
+                    let split = if is_validation(&r.example_id, pipeline.output.validation_fraction)
+                    {
+                        2
+                    } else {
+                        1
+                    };
                     for ch in [0, split] {
                         line.clear();
                         if ch == 0 {
@@ -90,7 +97,9 @@ pub fn partition_writer<'scope>(
                             columns.sagemaker_line(&r, &mut line);
                         }
                         let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
-                        result.unwrap_or_else(|e| panic!("cannot write partition {}: {e}", partition_dir(hour)));
+                        result.unwrap_or_else(|e| {
+                            panic!("cannot write partition {}: {e}", partition_dir(hour))
+                        });
                     }
                 }
             });
@@ -101,7 +110,9 @@ pub fn partition_writer<'scope>(
                 }
                 let (hour, part) = entry.remove_entry();
                 let written = part.publish(&root, hour, &file);
-                reports.extend(written.unwrap_or_else(|e| panic!("cannot publish partition {}: {e}", partition_dir(hour))));
+                reports.extend(written.unwrap_or_else(|e| {
+                    panic!("cannot publish partition {}: {e}", partition_dir(hour))
+                }));
             }
             if let Some(cap) = held.get() {
                 if !reports.is_empty() {
@@ -114,11 +125,20 @@ pub fn partition_writer<'scope>(
 }
 
 impl OpenPartition {
-    fn write(&mut self, root: &Path, hour: Time, ch: usize, file: &str, columns: &Columns, line: &[u8]) -> io::Result<()> {
+    fn write(
+        &mut self,
+        root: &Path,
+        hour: Time,
+        ch: usize,
+        file: &str,
+        columns: &Columns,
+        line: &[u8],
+    ) -> io::Result<()> {
         if self.files[ch].is_none() {
             let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
             fs::create_dir_all(&dir)?;
-            let mut w = BufWriter::with_capacity(1 << 16, File::create(dir.join(format!(".{file}.tmp")))?);
+            let mut w =
+                BufWriter::with_capacity(1 << 16, File::create(dir.join(format!(".{file}.tmp")))?);
             if ch == 0 {
                 w.write_all(columns.full_header.as_bytes())?;
                 w.write_all(b"\n")?;
@@ -138,7 +158,12 @@ impl OpenPartition {
             w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
             let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
             fs::rename(dir.join(format!(".{file}.tmp")), dir.join(file))?;
-            out.push(PartWritten { hour, channel: ch as u8, file: file.to_string(), rows });
+            out.push(PartWritten {
+                hour,
+                channel: ch as u8,
+                file: file.to_string(),
+                rows,
+            });
         }
         Ok(out)
     }

@@ -77,7 +77,9 @@ impl Columns {
                     out.push(',');
                     match v {
                         Value::Missing => {}
-                        Value::Str(s) => out.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets))),
+                        Value::Str(s) => {
+                            out.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets)))
+                        }
                         Value::Num(n) => {
                             write!(out, "{}", hash_category(&n.to_string(), self.buckets)).unwrap()
                         }

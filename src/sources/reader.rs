@@ -305,7 +305,10 @@ impl PartitionReader {
             } else {
                 match raw.text() {
                     Some(s) if spec.check_numeric && s.trim().parse::<f64>().is_err() => {
-                        return Err(format!("field {:?}: expected a number, got {s:?}", spec.name))
+                        return Err(format!(
+                            "field {:?}: expected a number, got {s:?}",
+                            spec.name
+                        ))
                     }
                     Some(s) => Value::Str(s),
                     None => {

@@ -16,7 +16,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().unwrap() }
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -34,7 +36,15 @@ impl Scratch {
     pub fn run(&self, pipeline: &str, workers: usize, tag: &str) -> Outcome {
         let p = Pipeline::from_toml(pipeline, "test.toml", self.path()).unwrap();
         let out = self.path().join(format!("out-{tag}"));
-        let summary = run(p, &RunOptions { output: Some(out.clone()), workers, progress: false }).unwrap();
+        let summary = run(
+            p,
+            &RunOptions {
+                output: Some(out.clone()),
+                workers,
+                progress: false,
+            },
+        )
+        .unwrap();
         Outcome { summary, out }
     }
 }
@@ -57,7 +67,11 @@ impl Outcome {
             let header = r.headers().unwrap().clone();
             for rec in r.records() {
                 let rec = rec.unwrap();
-                let row: Row = header.iter().zip(rec.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+                let row: Row = header
+                    .iter()
+                    .zip(rec.iter())
+                    .map(|(h, v)| (h.to_string(), v.to_string()))
+                    .collect();
                 let prev = rows.insert(row["example_id"].clone(), row);
                 assert!(prev.is_none(), "an example was emitted twice");
             }
@@ -69,7 +83,13 @@ impl Outcome {
     pub fn side(&self, kind: &str) -> Vec<serde_json::Value> {
         files_under(&self.out.join(kind), "jsonl")
             .iter()
-            .flat_map(|f| fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+            .flat_map(|f| {
+                fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }
@@ -92,11 +112,15 @@ pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 pub fn impression(id: &str, ts: u64, user: &str, campaign: &str) -> String {
-    format!(r#"{{"id":"{id}","ts":{ts},"user_id":"{user}","campaign_id":"{campaign}","country":"DE","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"}}"#)
+    format!(
+        r#"{{"id":"{id}","ts":{ts},"user_id":"{user}","campaign_id":"{campaign}","country":"DE","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"}}"#
+    )
 }
 
 pub fn click(id: &str, ts: u64, imp: &str, user: &str, campaign: &str) -> String {
-    format!(r#"{{"id":"{id}","ts":{ts},"impression_id":"{imp}","user_id":"{user}","campaign_id":"{campaign}"}}"#)
+    format!(
+        r#"{{"id":"{id}","ts":{ts},"impression_id":"{imp}","user_id":"{user}","campaign_id":"{campaign}"}}"#
+    )
 }
 
 pub fn prediction(id: &str, ts: u64, user: &str, score: f64) -> String {
@@ -124,7 +148,11 @@ format = "jsonl"
 id_field = "id"
 time_field = "ts"
 "#;
-    let (a, b) = if clicks_first { (clicks, imps) } else { (imps, clicks) };
+    let (a, b) = if clicks_first {
+        (clicks, imps)
+    } else {
+        (imps, clicks)
+    };
     format!(
         r#"
 name = "test"

@@ -1,0 +1,119 @@
+//! The benchmark: generate events, run the reference pipeline on them in a child process,
+//! report events/s, peak RSS and bytes per held example.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::gen::{write_files, GenConfig};
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Work directory: generated inputs are kept here and reused when present.
+    pub dir: PathBuf,
+    /// Impressions to generate (events are about 1.15 times as many).
+    pub impressions: u64,
+    /// Worker threads of the measured run.
+    pub workers: usize,
+    /// The pipeline to run (its inputs must be `../fixtures/ad_clicks/*`).
+    pub pipeline: PathBuf,
+}
+
+/// Figures of one measured run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Events accepted into the dataflow.
+    pub events: u64,
+    /// Training rows written.
+    pub rows: u64,
+    /// Wall-clock seconds of the run (process start to exit).
+    pub seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Peak resident set of the run, in MiB.
+    pub peak_rss_mib: f64,
+    /// Examples held at the peak.
+    pub peak_pending: i64,
+    /// Label-join bytes per held example at the peak.
+    pub bytes_per_held_example: f64,
+}
+
+/// Generates inputs (unless already there) and measures one run.
+pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let inputs = opts.dir.join("fixtures/ad_clicks");
+    let marker = inputs.join(format!(".generated-{}", opts.impressions));
+    if !marker.exists() {
+        let _ = fs::remove_dir_all(&inputs);
+        let cfg = GenConfig {
+            impressions: opts.impressions,
+            users: 100_000,
+            campaigns: 500,
+            rate_per_s: 100.0,
+            files_per_stream: 4,
+            ..GenConfig::default()
+        };
+        tracing::info!(impressions = opts.impressions, dir = %inputs.display(), "generating inputs");
+        let summary = write_files(&cfg, &inputs)?;
+        fs::write(&marker, format!("{summary:?}\n"))?;
+    }
+    // The pipeline's inputs are relative to it: place a copy beside the generated fixtures.
+    let pipelines = opts.dir.join("pipelines");
+    fs::create_dir_all(&pipelines)?;
+    let copy = pipelines.join(opts.pipeline.file_name().context("pipeline file name")?);
+    fs::copy(&opts.pipeline, &copy)
+        .with_context(|| format!("reading {}", opts.pipeline.display()))?;
+    let out = opts.dir.join("out");
+    let _ = fs::remove_dir_all(&out);
+
+    let started = Instant::now();
+    let status = Command::new(std::env::current_exe()?)
+        .args([
+            "run",
+            "--quiet",
+            "--workers",
+            &opts.workers.to_string(),
+            "--output",
+        ])
+        .arg(&out)
+        .arg(&copy)
+        .env("RUST_LOG", "warn")
+        .status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("the measured run failed: {status}");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&fs::read(out.join("summary.json"))?)?;
+    let get = |k: &str| summary[k].as_i64().unwrap_or(0);
+    let events = get("events") as u64;
+    let peak_pending = get("peak_pending");
+    Ok(BenchReport {
+        events,
+        rows: get("rows") as u64,
+        seconds,
+        events_per_second: events as f64 / seconds,
+        peak_rss_mib: children_max_rss_kib() as f64 / 1024.0,
+        peak_pending,
+        bytes_per_held_example: get("peak_pending_bytes") as f64 / peak_pending.max(1) as f64,
+    })
+}
+
+/// Largest resident set of any finished child process, in KiB.
+fn children_max_rss_kib() -> i64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a plain struct; RUSAGE_CHILDREN is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: initialized by the successful call above.
+    unsafe { usage.assume_init() }.ru_maxrss
+}
+
+/// The default work directory.
+pub fn default_dir() -> PathBuf {
+    Path::new("target").join("bench")
+}

@@ -80,6 +80,9 @@ impl Event {
 pub fn write_num(n: f64, out: &mut String) {
     if n.fract() == 0.0 && n.abs() < 1e15 && !(n == 0.0 && n.is_sign_negative()) {
         out.push_str(itoa::Buffer::new().format(n as i64));
+    } else if (1e-5..1e15).contains(&n.abs()) {
+        // ryu prints the same shortest digits as Display; in this range also the same form.
+        out.push_str(ryu::Buffer::new().format_finite(n));
     } else {
         use std::fmt::Write;
         write!(out, "{n}").unwrap();
@@ -89,4 +92,18 @@ pub fn write_num(n: f64, out: &mut String) {
 /// A stable 64-bit hash (xxh3) for exchange routing, splits and categorical encoding.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_as_display_does() {
+        for n in [0.0, 3.0, -7.0, 0.1, 0.06060606060606061, 567.267, 1e-5, 1.5e-5, 123456.789, -0.25, 1e-7, 2e20, f64::NAN] {
+            let mut s = String::new();
+            write_num(n, &mut s);
+            assert_eq!(s, format!("{n}"), "{n:e}");
+        }
+    }
 }

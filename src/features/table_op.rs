@@ -38,9 +38,10 @@ pub struct TableRecord {
 }
 
 impl TableRecord {
-    /// Processing order: by time; same-time updates by (stream, id).
-    fn order(&self) -> (Time, u16, &str) {
-        (self.time, self.stream, &self.id)
+    /// Processing order: by time, then table and key (one state lookup per run), then
+    /// same-time updates by (stream, id).
+    fn order(&self) -> (Time, u16, &str, u16, &str) {
+        (self.time, self.table, &self.key, self.stream, &self.id)
     }
 }
 
@@ -141,50 +142,41 @@ impl Tables {
         values
     }
 
-    /// The encoded segment of `table` for `key` as of just before `now` (ratios left out).
-    pub fn read_segment(&mut self, table: usize, key: &str, now: Time, out: &mut Vec<u8>) {
+    /// Processes the records of one (time, table, key): first every lookup (state of
+    /// strictly earlier events), then every update in (stream, id) order.
+    fn process_run(&mut self, run: &[TableRecord], fragments: &mut Vec<Fragment>, segment_size: &mut usize) {
+        let first = &run[0];
+        let (table, now) = (first.table as usize, first.time);
         let spec = &self.pipeline.tables[table];
+        let map = &mut self.state[table];
+        let states = if run.iter().any(|r| r.update) {
+            Some(map.entry(first.key.clone()).or_insert_with(|| spec.features.iter().map(AggState::new).collect()))
+        } else {
+            map.get_mut(&first.key)
+        };
         let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
-        match self.state[table].get_mut(key) {
-            Some(states) => {
-                let values = spec
-                    .features
-                    .iter()
-                    .zip(states.iter_mut())
-                    .filter(|(f, _)| f.ratio.is_none());
-                put_numbers(
-                    out,
-                    table as u8,
-                    stored,
-                    values.map(|(f, s)| s.read(f, now)),
-                );
+        let mut states = states.map(|s| &mut s[..]);
+        for r in run.iter().filter(|r| r.lookup) {
+            let mut segment = Vec::with_capacity(*segment_size);
+            let features = spec.features.iter().enumerate().filter(|(_, f)| f.ratio.is_none());
+            match states.as_deref_mut() {
+                Some(st) => put_numbers(&mut segment, table as u8, stored, features.map(|(i, f)| st[i].read(f, now))),
+                None => put_numbers(&mut segment, table as u8, stored, features.map(|(_, f)| AggState::empty_value(f))),
             }
-            None => {
-                let values = spec.features.iter().filter(|f| f.ratio.is_none());
-                put_numbers(
-                    out,
-                    table as u8,
-                    stored,
-                    values.map(|f| AggState::empty_value(f)),
-                );
-            }
+            *segment_size = segment.len();
+            fragments.push(Fragment { example_id: r.id.clone(), segment });
         }
-    }
-
-    /// Applies an update record at its time.
-    pub fn apply(&mut self, r: &TableRecord) {
-        let spec = &self.pipeline.tables[r.table as usize];
-        let states = self.state[r.table as usize]
-            .entry(r.key.clone())
-            .or_insert_with(|| spec.features.iter().map(AggState::new).collect());
-        let mut values = r.values.iter();
-        for (f, s) in spec.features.iter().zip(states.iter_mut()) {
-            if f.ratio.is_none() && f.stream == r.stream as usize {
-                let value = match f.field {
-                    Some(_) => values.next().expect("one value per field feature"),
-                    None => &Value::Missing,
-                };
-                s.apply(f, r.time, value);
+        let Some(states) = states else { return };
+        for r in run.iter().filter(|r| r.update) {
+            let mut values = r.values.iter();
+            for (f, s) in spec.features.iter().zip(states.iter_mut()) {
+                if f.ratio.is_none() && f.stream == r.stream as usize {
+                    let value = match f.field {
+                        Some(_) => values.next().expect("one value per field feature"),
+                        None => &Value::Missing,
+                    };
+                    s.apply(f, r.time, value);
+                }
             }
         }
     }
@@ -233,20 +225,8 @@ pub fn table_operator<'scope>(
                 buffer.extract_if(.., |r| r.time < watermark).collect();
             ready.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
             let mut fragments = Vec::new();
-            // Per time: first every lookup (state strictly before), then every update.
-            for group in ready.chunk_by(|a, b| a.time == b.time) {
-                for r in group.iter().filter(|r| r.lookup) {
-                    let mut segment = Vec::with_capacity(segment_size[r.table as usize]);
-                    tables.read_segment(r.table as usize, &r.key, r.time, &mut segment);
-                    segment_size[r.table as usize] = segment.len();
-                    fragments.push(Fragment {
-                        example_id: r.id.clone(),
-                        segment,
-                    });
-                }
-                for r in group.iter().filter(|r| r.update) {
-                    tables.apply(r);
-                }
+            for run in ready.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
+                tables.process_run(run, &mut fragments, &mut segment_size[run[0].table as usize]);
             }
             if !fragments.is_empty() {
                 output.session(cap).give_iterator(fragments.into_iter());

@@ -45,7 +45,8 @@ pub struct BenchReport {
 /// Generates inputs (unless already there) and measures one run.
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let inputs = opts.dir.join("fixtures/ad_clicks");
-    let marker = inputs.join(format!(".generated-{}", opts.impressions));
+    // Bump the version when the generator's output changes, so old inputs are remade.
+    let marker = inputs.join(format!(".generated-v2-{}", opts.impressions));
     if !marker.exists() {
         let _ = fs::remove_dir_all(&inputs);
         let cfg = GenConfig {

@@ -9,7 +9,7 @@ use crate::config::{Agg, FeatureSpec};
 use crate::event::{stable_hash, Value};
 use crate::time::Time;
 
-/// Running state of one aggregate of one key (32 bytes inline; sets and windows boxed).
+/// Running state of one aggregate of one key (24 bytes inline; sets and windows boxed).
 ///
 /// Reads happen at a time `t` and see exactly the events applied before (all with time `< t`,
 /// DESIGN.md clause 6); sliding windows cover `[t - window, t)`.
@@ -21,19 +21,24 @@ pub enum AggState {
     Sum(f64, u64),
     /// Lifetime extreme (min or max), if any event.
     Extreme(Option<f64>),
-    /// Latest (time, value): `last` and `time_since_last`.
-    Last(Option<(Time, f64)>),
+    /// Latest (time, value): `last` and `time_since_last`; time `NEVER` before any event.
+    Last(Time, f64),
     /// Lifetime distinct values (hashed).
     Distinct(Box<HashSet<u64>>),
     /// A sliding window.
     Window(Box<Window>),
 }
 
+/// Time of `AggState::Last` before any event.
+const NEVER: Time = Time::MAX;
+
 /// Events inside a sliding window, oldest first, with running sums.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Window {
-    /// (time, value); for min/max a monotone deque, front = answer.
-    events: VecDeque<(Time, f64)>,
+    /// Event times; for min/max a monotone deque, front = answer.
+    times: VecDeque<Time>,
+    /// Values beside `times`, except for counts (every value is 1).
+    values: VecDeque<f64>,
     /// Number of events in the window (min/max deques hold fewer).
     count: u64,
     sum: f64,
@@ -51,7 +56,7 @@ impl AggState {
             Agg::Count => AggState::Count(0),
             Agg::Sum | Agg::Mean | Agg::Ratio => AggState::Sum(0.0, 0),
             Agg::Min | Agg::Max => AggState::Extreme(None),
-            Agg::Last | Agg::TimeSinceLast => AggState::Last(None),
+            Agg::Last | Agg::TimeSinceLast => AggState::Last(NEVER, 0.0),
             Agg::DistinctCount => AggState::Distinct(Box::default()),
         }
     }
@@ -60,7 +65,6 @@ impl AggState {
     pub fn empty_value(spec: &FeatureSpec) -> Option<f64> {
         match spec.agg {
             Agg::Count | Agg::DistinctCount => Some(0.0),
-            Agg::Sum if spec.window.is_some() => Some(0.0),
             Agg::Sum => Some(0.0),
             _ => None,
         }
@@ -93,7 +97,7 @@ impl AggState {
                     (None, _) => x,
                 })
             }
-            AggState::Last(l) => *l = Some((time, x)),
+            AggState::Last(t, v) => (*t, *v) = (time, x),
             AggState::Distinct(set) => {
                 set.insert(x.to_bits());
             }
@@ -110,9 +114,10 @@ impl AggState {
                 _ => Some(*s),
             },
             AggState::Extreme(e) => *e,
-            AggState::Last(l) => l.map(|(t, v)| match spec.agg {
-                Agg::TimeSinceLast => (now - t) as f64 / 1000.0,
-                _ => v,
+            AggState::Last(NEVER, _) => None,
+            AggState::Last(t, v) => Some(match spec.agg {
+                Agg::TimeSinceLast => (now - *t) as f64 / 1000.0,
+                _ => *v,
             }),
             AggState::Distinct(set) => Some(set.len() as f64),
             AggState::Window(w) => {
@@ -127,47 +132,48 @@ impl AggState {
     pub fn heap_bytes(&self) -> usize {
         match self {
             AggState::Distinct(s) => 48 + s.capacity() * 9,
-            AggState::Window(w) => 120 + w.events.capacity() * 16 + w.distinct.capacity() * 13,
+            AggState::Window(w) => 120 + w.times.capacity() * 8 + w.values.capacity() * 8 + w.distinct.capacity() * 13,
             _ => 0,
         }
     }
 }
 
 impl Window {
+    fn back(&self) -> Option<f64> {
+        self.values.back().copied()
+    }
+
     fn push(&mut self, agg: Agg, time: Time, x: f64) {
         match agg {
             // Monotone deques: drop entries the new one dominates.
-            Agg::Min => {
-                while self.events.back().is_some_and(|&(_, v)| v >= x) {
-                    self.events.pop_back();
-                }
-            }
-            Agg::Max => {
-                while self.events.back().is_some_and(|&(_, v)| v <= x) {
-                    self.events.pop_back();
+            Agg::Min | Agg::Max => {
+                while self.back().is_some_and(|v| if agg == Agg::Min { v >= x } else { v <= x }) {
+                    self.times.pop_back();
+                    self.values.pop_back();
                 }
             }
             Agg::DistinctCount => *self.distinct.entry(x.to_bits()).or_insert(0) += 1,
             _ => self.sum += x,
         }
-        self.events.push_back((time, x));
+        self.times.push_back(time);
+        if agg != Agg::Count {
+            self.values.push_back(x);
+        }
         self.count += 1;
         self.last = Some((time, x));
     }
 
     /// Drops entries older than `start`.
     fn expire(&mut self, agg: Agg, start: Time) {
-        while let Some(&(t, x)) = self.events.front() {
+        while let Some(&t) = self.times.front() {
             if t >= start {
                 break;
             }
-            self.events.pop_front();
+            self.times.pop_front();
+            let x = if agg == Agg::Count { 1.0 } else { self.values.pop_front().expect("values beside times") };
             match agg {
                 Agg::DistinctCount => {
-                    let n = self
-                        .distinct
-                        .get_mut(&x.to_bits())
-                        .expect("counted on push");
+                    let n = self.distinct.get_mut(&x.to_bits()).expect("counted on push");
                     *n -= 1;
                     if *n == 0 {
                         self.distinct.remove(&x.to_bits());
@@ -180,12 +186,16 @@ impl Window {
                 }
             }
         }
-        if self.events.is_empty() {
+        if self.times.is_empty() {
             self.sum = 0.0; // no float drift carried over an empty window
             self.count = 0;
         }
         if self.last.is_some_and(|(t, _)| t < start) {
             self.last = None;
+        }
+        if self.times.capacity() > 64 && self.times.len() < self.times.capacity() / 4 {
+            self.times.shrink_to(self.times.len() * 2);
+            self.values.shrink_to(self.values.len() * 2);
         }
     }
 
@@ -194,7 +204,7 @@ impl Window {
             Agg::Count => Some(self.count as f64),
             Agg::Sum => Some(self.sum),
             Agg::Mean => (self.count > 0).then(|| self.sum / self.count as f64),
-            Agg::Min | Agg::Max => self.events.front().map(|&(_, v)| v),
+            Agg::Min | Agg::Max => self.values.front().copied(),
             Agg::Last => self.last.map(|(_, v)| v),
             Agg::DistinctCount => Some(self.distinct.len() as f64),
             Agg::TimeSinceLast | Agg::Ratio => None,
@@ -213,5 +223,15 @@ pub fn fill_ratios(specs: &[FeatureSpec], values: &mut [Option<f64>]) {
                 _ => None,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_stays_small() {
+        assert!(std::mem::size_of::<AggState>() <= 24, "per-key memory grows with every byte here");
     }
 }

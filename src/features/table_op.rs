@@ -112,7 +112,7 @@ pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
 /// State of every table on this worker: key -> one state per feature.
 pub struct Tables {
     pipeline: Arc<Pipeline>,
-    state: Vec<HashMap<CompactString, Vec<AggState>>>,
+    state: Vec<HashMap<CompactString, Box<[AggState]>>>,
 }
 
 impl Tables {
@@ -150,7 +150,7 @@ impl Tables {
         let spec = &self.pipeline.tables[table];
         let map = &mut self.state[table];
         let states = if run.iter().any(|r| r.update) {
-            Some(map.entry(first.key.clone()).or_insert_with(|| spec.features.iter().map(AggState::new).collect()))
+            Some(map.entry(first.key.clone()).or_insert_with(|| spec.features.iter().map(AggState::new).collect::<Box<[_]>>()))
         } else {
             map.get_mut(&first.key)
         };
@@ -189,6 +189,14 @@ impl Tables {
     /// Number of keys per table.
     pub fn sizes(&self) -> Vec<usize> {
         self.state.iter().map(HashMap::len).collect()
+    }
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        let sizes: Vec<String> =
+            self.pipeline.tables.iter().zip(self.sizes()).map(|(t, n)| format!("{}={n}", t.name)).collect();
+        tracing::debug!(keys = %sizes.join(" "), "table sizes on this worker");
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::gen::{write_files, GenConfig};
 
 /// What to benchmark.
 #[derive(Debug, Clone)]
@@ -48,18 +47,19 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     // Bump the version when the generator's output changes, so old inputs are remade.
     let marker = inputs.join(format!(".generated-v2-{}", opts.impressions));
     if !marker.exists() {
+        // Generate in a child process: this process stays small, so the measured run
+        // (forked from it) starts small and its peak RSS is its own.
         let _ = fs::remove_dir_all(&inputs);
-        let cfg = GenConfig {
-            impressions: opts.impressions,
-            users: 100_000,
-            campaigns: 500,
-            rate_per_s: 100.0,
-            files_per_stream: 4,
-            ..GenConfig::default()
-        };
         tracing::info!(impressions = opts.impressions, dir = %inputs.display(), "generating inputs");
-        let summary = write_files(&cfg, &inputs)?;
-        fs::write(&marker, format!("{summary:?}\n"))?;
+        let status = Command::new(std::env::current_exe()?)
+            .args(["gen", "--users", "100000", "--campaigns", "500", "--rate", "100", "--files", "4"])
+            .args(["--impressions", &opts.impressions.to_string(), "--out"])
+            .arg(&inputs)
+            .status()?;
+        if !status.success() {
+            bail!("generating inputs failed: {status}");
+        }
+        fs::write(&marker, b"")?;
     }
     // The pipeline's inputs are relative to it: place a copy beside the generated fixtures.
     let pipelines = opts.dir.join("pipelines");
@@ -71,21 +71,16 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let _ = fs::remove_dir_all(&out);
 
     let started = Instant::now();
-    let status = Command::new(std::env::current_exe()?)
-        .args([
-            "run",
-            "--quiet",
-            "--workers",
-            &opts.workers.to_string(),
-            "--output",
-        ])
+    let child = Command::new(std::env::current_exe()?)
+        .args(["run", "--quiet", "--workers", &opts.workers.to_string(), "--output"])
         .arg(&out)
         .arg(&copy)
         .env("RUST_LOG", "warn")
-        .status()?;
+        .spawn()?;
+    let (status, max_rss_kib) = wait_with_rusage(child.id() as libc::pid_t)?;
     let seconds = started.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("the measured run failed: {status}");
+    if status != 0 {
+        bail!("the measured run failed (wait status {status})");
     }
     let summary: serde_json::Value = serde_json::from_slice(&fs::read(out.join("summary.json"))?)?;
     let get = |k: &str| summary[k].as_i64().unwrap_or(0);
@@ -96,22 +91,23 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         rows: get("rows") as u64,
         seconds,
         events_per_second: events as f64 / seconds,
-        peak_rss_mib: children_max_rss_kib() as f64 / 1024.0,
+        peak_rss_mib: max_rss_kib as f64 / 1024.0,
         peak_pending,
         bytes_per_held_example: get("peak_pending_bytes") as f64 / peak_pending.max(1) as f64,
     })
 }
 
-/// Largest resident set of any finished child process, in KiB.
-fn children_max_rss_kib() -> i64 {
+/// Waits for one child; returns its wait status and its own peak resident set in KiB.
+fn wait_with_rusage(pid: libc::pid_t) -> anyhow::Result<(i32, i64)> {
+    let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a plain struct; RUSAGE_CHILDREN is always valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
+    // SAFETY: `pid` is our child, not yet waited for; wait4 fills `status` and `usage`.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+    if rc != pid {
+        bail!("waiting for the measured run: {}", std::io::Error::last_os_error());
     }
     // SAFETY: initialized by the successful call above.
-    unsafe { usage.assume_init() }.ru_maxrss
+    Ok((status, unsafe { usage.assume_init() }.ru_maxrss))
 }
 
 /// The default work directory.

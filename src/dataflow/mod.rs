@@ -3,6 +3,7 @@
 pub mod dedup;
 pub mod hold;
 pub mod source_op;
+pub mod time_queue;
 
 use std::cell::RefCell;
 use std::path::PathBuf;

@@ -231,7 +231,14 @@ pub fn table_operator<'scope>(
             done_below = watermark;
             let mut ready: Vec<TableRecord> =
                 buffer.extract_if(.., |r| r.time < watermark).collect();
-            ready.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+            // Records arrive nearly in time order: an adaptive stable sort by time is cheap,
+            // and only same-millisecond runs need the full order.
+            ready.sort_by_key(|r| r.time);
+            for run in ready.chunk_by_mut(|a, b| a.time == b.time) {
+                if run.len() > 1 {
+                    run.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+                }
+            }
             let mut fragments = Vec::new();
             for run in ready.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
                 tables.process_run(run, &mut fragments, &mut segment_size[run[0].table as usize]);

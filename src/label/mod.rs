@@ -3,8 +3,6 @@
 pub mod pending;
 
 use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,6 +17,7 @@ use timely::dataflow::StreamVec;
 
 use crate::config::{LabelKind, Pipeline};
 use crate::dataflow::hold::Held;
+use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Value};
 use crate::features::agg::fill_ratios;
 use crate::features::table_op::Fragment;
@@ -93,15 +92,19 @@ struct LabelState {
     side: Rc<RefCell<SideSinks>>,
     pending: HashMap<CompactString, Pending>,
     /// Examples by deadline (`time + window`).
-    deadlines: BinaryHeap<Reverse<(Time, CompactString)>>,
+    deadlines: TimeQueue<CompactString>,
     /// Outcomes whose example has not arrived: example id -> (time, outcome id).
     waiting: HashMap<CompactString, Vec<(Time, CompactString)>>,
     /// When to give up on waiting outcomes (their own time), by example id.
-    orphan_checks: BinaryHeap<Reverse<(Time, CompactString)>>,
+    orphan_checks: TimeQueue<CompactString>,
     /// Finished examples, remembered `outcome_lookback` to classify late outcomes.
-    finished: HashMap<CompactString, Time>,
-    /// Finished examples in the order they may be forgotten (deadlines finish in order).
-    forget: VecDeque<(Time, CompactString)>,
+    /// Keyed by a 64-bit hash of the id: a collision could only turn an orphan into an
+    /// outside-window outcome (both are counted and kept).
+    finished: HashMap<u64, Time>,
+    /// Finished examples by the time they may be forgotten.
+    forget: TimeQueue<u64>,
+    /// Scratch for queue passes.
+    due: Vec<(Time, CompactString)>,
     dictionary: Dictionary,
     /// Sum of `data` capacities of pending examples.
     data_bytes: usize,
@@ -119,11 +122,12 @@ impl LabelState {
             metrics,
             side,
             pending: HashMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: TimeQueue::default(),
             waiting: HashMap::default(),
-            orphan_checks: BinaryHeap::new(),
+            orphan_checks: TimeQueue::default(),
             finished: HashMap::default(),
-            forget: VecDeque::new(),
+            forget: TimeQueue::default(),
+            due: Vec::new(),
             dictionary: Dictionary::default(),
             data_bytes: 0,
             expected_bytes: 64,
@@ -139,9 +143,8 @@ impl LabelState {
     /// share of the text dictionary.
     fn pending_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(CompactString, Pending)>() + 1;
-        let deadline = std::mem::size_of::<Reverse<(Time, CompactString)>>();
         self.pending.capacity() * slot
-            + self.deadlines.capacity() * deadline
+            + self.deadlines.heap_bytes()
             + self.data_bytes
             + self.dictionary.heap_bytes()
     }
@@ -226,8 +229,7 @@ impl LabelState {
                     put_segment(out, dict, EVENT_SEGMENT, features.iter())
                 })
                 .time = time;
-                self.deadlines
-                    .push(Reverse((time + self.window(), id.clone())));
+                self.deadlines.push(time + self.window(), id.clone());
                 for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
                     self.count(&id, time, &oid, t);
                 }
@@ -238,16 +240,18 @@ impl LabelState {
                 time,
             } => match self.pending.get(&example_id).map(|p| p.time) {
                 Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
-                _ => match self.finished.get(&example_id) {
-                    Some(&t_i) => {
+                // Remembered finished examples explain outcomes up to `outcome_lookback`
+                // after the window; the bound keeps this independent of when ids are forgotten.
+                _ => match self.finished.get(&stable_hash(example_id.as_bytes())) {
+                    Some(&t_i) if time <= t_i + self.window() + self.pipeline.label.outcome_lookback => {
                         self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
                     }
-                    None => {
+                    _ => {
                         self.waiting
                             .entry(example_id.clone())
                             .or_default()
                             .push((time, id));
-                        self.orphan_checks.push(Reverse((time, example_id)));
+                        self.orphan_checks.push(time, example_id);
                     }
                 },
             },
@@ -261,15 +265,10 @@ impl LabelState {
     fn advance(&mut self, frontier: Time, rows: &mut Vec<Row>) {
         // An outcome at t can only belong to an example at or before t; once the watermark
         // passes t, such an example has arrived or is late.
-        while self
-            .orphan_checks
-            .peek()
-            .is_some_and(|Reverse((t, _))| *t < frontier)
-        {
-            let Reverse((t, id)) = self.orphan_checks.pop().unwrap();
-            let Some(list) = self.waiting.get_mut(&id) else {
-                continue;
-            };
+        let mut due = std::mem::take(&mut self.due);
+        self.orphan_checks.take_before(frontier, &mut due);
+        for (t, id) in due.drain(..) {
+            let Some(list) = self.waiting.get_mut(&id) else { continue };
             let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(tc, _)| *tc <= t);
             *list = keep;
             if list.is_empty() {
@@ -280,30 +279,25 @@ impl LabelState {
             }
         }
         let lookback = self.pipeline.label.outcome_lookback;
-        let mut finished = 0;
-        while self
-            .deadlines
-            .peek()
-            .is_some_and(|Reverse((d, _))| *d < frontier)
-        {
-            let Reverse((deadline, id)) = self.deadlines.pop().unwrap();
-            let Some(p) = self.pending.remove(&id) else {
-                continue;
-            };
+        self.deadlines.take_before(frontier, &mut due);
+        let finished = due.len() as i64;
+        for (deadline, id) in due.drain(..) {
+            let p = self.pending.remove(&id).expect("a deadline per pending example");
             self.data_bytes -= p.data.capacity();
-            finished += 1;
             let time = deadline - self.window();
-            rows.push(self.finish(id.clone(), time, p));
-            self.finished.insert(id.clone(), time);
-            self.forget
-                .push_back((deadline.saturating_add(lookback), id));
+            let hash = stable_hash(id.as_bytes());
+            rows.push(self.finish(id, time, p));
+            self.finished.insert(hash, time);
+            self.forget.push(deadline.saturating_add(lookback), hash);
         }
+        self.due = due;
         if finished > 0 {
             self.pending_changed(-finished);
         }
-        while self.forget.front().is_some_and(|(t, _)| *t < frontier) {
-            let (_, id) = self.forget.pop_front().unwrap();
-            self.finished.remove(&id);
+        let mut forgotten = Vec::new();
+        self.forget.take_before(frontier, &mut forgotten);
+        for (_, hash) in forgotten {
+            self.finished.remove(&hash);
         }
     }
 
@@ -407,7 +401,7 @@ pub fn label_join<'scope>(
                     output.session(cap).give_iterator(rows.drain(..));
                 }
             }
-            held.settle(state.deadlines.peek().map(|Reverse((d, _))| *d));
+            held.settle(state.deadlines.first_time());
         }
     })
 }

@@ -73,7 +73,7 @@ pub fn partition_writer<'scope>(
         let mut open: BTreeMap<Time, OpenPartition> = BTreeMap::new();
         let mut held = Held::default();
         let mut reports = Vec::new();
-        let mut line = String::new();
+        let (mut full, mut sagemaker) = (String::new(), String::new());
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -89,17 +89,12 @@ pub fn partition_writer<'scope>(
                     } else {
                         1
                     };
-                    for ch in [0, split] {
-                        line.clear();
-                        if ch == 0 {
-                            columns.full_line(&r, &mut line);
-                        } else {
-                            columns.sagemaker_line(&r, &mut line);
-                        }
+                    full.clear();
+                    sagemaker.clear();
+                    columns.render(&r, &mut full, &mut sagemaker);
+                    for (ch, line) in [(0, &full), (split, &sagemaker)] {
                         let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
-                        result.unwrap_or_else(|e| {
-                            panic!("cannot write partition {}: {e}", partition_dir(hour))
-                        });
+                        result.unwrap_or_else(|e| panic!("cannot write partition {}: {e}", partition_dir(hour)));
                     }
                 }
             });

@@ -40,54 +40,50 @@ impl Columns {
         }
     }
 
-    /// The full CSV line (with raw values) of a row, ending in `\n`.
-    pub fn full_line(&self, r: &Row, out: &mut String) {
-        use std::fmt::Write;
-        write_csv_field(&r.example_id, out);
-        write!(out, ",{},{},{}", r.time, r.label, r.outcome_count).unwrap();
-        for v in &r.features {
-            out.push(',');
-            match v {
-                Value::Str(s) => write_csv_field(s, out),
-                other => other.write_to(out),
-            }
+    /// Renders a row's full CSV line (raw values) and its SageMaker line (label first,
+    /// no ids, categoricals hashed), each ending in `\n`. Numbers are formatted once and
+    /// copied to both.
+    pub fn render(&self, r: &Row, full: &mut String, sagemaker: &mut String) {
+        let mut itoa = itoa::Buffer::new();
+        write_csv_field(&r.example_id, full);
+        for n in [r.time, r.label as u64, r.outcome_count as u64] {
+            full.push(',');
+            full.push_str(itoa.format(n));
         }
-        out.push('\n');
-    }
-
-    /// The numeric SageMaker line of a row: label first, no ids, categoricals hashed.
-    pub fn sagemaker_line(&self, r: &Row, out: &mut String) {
-        use std::fmt::Write;
-        write!(out, "{}", r.label).unwrap();
+        sagemaker.push_str(itoa.format(r.label));
         for (v, enc) in r.features.iter().zip(&self.encodings) {
-            match enc {
-                Encoding::Drop => continue,
-                Encoding::Numeric => {
-                    out.push(',');
-                    match v {
-                        Value::Str(_) => {
-                            if let Some(n) = v.as_num() {
-                                write_num(n, out);
-                            }
-                        }
-                        other => other.write_to(out),
+            full.push(',');
+            let start = full.len();
+            match v {
+                Value::Str(s) => write_csv_field(s, full),
+                other => other.write_to(full),
+            }
+            match (enc, v) {
+                (Encoding::Drop, _) => continue,
+                (Encoding::Numeric, Value::Num(_)) => {
+                    sagemaker.push(',');
+                    sagemaker.push_str(&full[start..]);
+                }
+                (Encoding::Numeric, _) => {
+                    sagemaker.push(',');
+                    if let Some(n) = v.as_num() {
+                        write_num(n, sagemaker);
                     }
                 }
-                Encoding::Hash => {
-                    out.push(',');
-                    match v {
-                        Value::Missing => {}
-                        Value::Str(s) => {
-                            out.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets)))
-                        }
-                        Value::Num(n) => {
-                            write!(out, "{}", hash_category(&n.to_string(), self.buckets)).unwrap()
-                        }
-                    }
+                (Encoding::Hash, Value::Missing) => sagemaker.push(','),
+                (Encoding::Hash, Value::Str(s)) => {
+                    sagemaker.push(',');
+                    sagemaker.push_str(itoa.format(hash_category(s, self.buckets)));
+                }
+                (Encoding::Hash, Value::Num(_)) => {
+                    let code = hash_category(&full[start..], self.buckets);
+                    sagemaker.push(',');
+                    sagemaker.push_str(itoa.format(code));
                 }
             }
         }
-        out.push('\n');
+        full.push('\n');
+        sagemaker.push('\n');
     }
 }
 

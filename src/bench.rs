@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-
 /// What to benchmark.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -52,7 +51,17 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let _ = fs::remove_dir_all(&inputs);
         tracing::info!(impressions = opts.impressions, dir = %inputs.display(), "generating inputs");
         let status = Command::new(std::env::current_exe()?)
-            .args(["gen", "--users", "100000", "--campaigns", "500", "--rate", "100", "--files", "4"])
+            .args([
+                "gen",
+                "--users",
+                "100000",
+                "--campaigns",
+                "500",
+                "--rate",
+                "100",
+                "--files",
+                "4",
+            ])
             .args(["--impressions", &opts.impressions.to_string(), "--out"])
             .arg(&inputs)
             .status()?;
@@ -72,7 +81,13 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let started = Instant::now();
     let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--quiet", "--workers", &opts.workers.to_string(), "--output"])
+        .args([
+            "run",
+            "--quiet",
+            "--workers",
+            &opts.workers.to_string(),
+            "--output",
+        ])
         .arg(&out)
         .arg(&copy)
         .env("RUST_LOG", "warn")
@@ -104,7 +119,10 @@ fn wait_with_rusage(pid: libc::pid_t) -> anyhow::Result<(i32, i64)> {
     // SAFETY: `pid` is our child, not yet waited for; wait4 fills `status` and `usage`.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
     if rc != pid {
-        bail!("waiting for the measured run: {}", std::io::Error::last_os_error());
+        bail!(
+            "waiting for the measured run: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: initialized by the successful call above.
     Ok((status, unsafe { usage.assume_init() }.ru_maxrss))

@@ -100,7 +100,21 @@ mod tests {
 
     #[test]
     fn numbers_print_as_display_does() {
-        for n in [0.0, 3.0, -7.0, 0.1, 0.06060606060606061, 567.267, 1e-5, 1.5e-5, 123456.789, -0.25, 1e-7, 2e20, f64::NAN] {
+        for n in [
+            0.0,
+            3.0,
+            -7.0,
+            0.1,
+            0.06060606060606061,
+            567.267,
+            1e-5,
+            1.5e-5,
+            123456.789,
+            -0.25,
+            1e-7,
+            2e20,
+            f64::NAN,
+        ] {
             let mut s = String::new();
             write_num(n, &mut s);
             assert_eq!(s, format!("{n}"), "{n:e}");

@@ -323,7 +323,10 @@ fn plan(cfg: &GenConfig) -> Vec<Planned> {
         let user_id = format!("u{}", ((users as f64 * u * u) as u64).min(users - 1));
         // Campaign sizes are skewed too: a few large campaigns, a long tail.
         let c: f64 = rng.random();
-        let campaign_id = format!("c{}", ((campaigns as f64 * c * c) as u64).min(campaigns - 1));
+        let campaign_id = format!(
+            "c{}",
+            ((campaigns as f64 * c * c) as u64).min(campaigns - 1)
+        );
         let country = COUNTRIES[rng.random_range(0..countries)].to_string();
         let domain = format!("site{}.example", rng.random_range(0..DOMAINS));
         let user_agent = if rng.random::<f64>() < BOT_FRACTION {

@@ -95,7 +95,7 @@ fn execute(
         let side = Rc::new(RefCell::new(SideSinks::new(&output, worker.index())));
         let built = worker.dataflow::<Time, _, _>(|scope| {
             crate::dataflow::build(
-                scope.clone(),
+                scope,
                 pipeline.clone(),
                 &parts,
                 output.clone(),

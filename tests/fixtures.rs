@@ -16,7 +16,15 @@ fn contract_fixture_gives_its_hand_checked_rows() {
     let p = Pipeline::load(Path::new("fixtures/contract/pipeline.toml")).unwrap();
     for workers in [1, 3] {
         let out = dir.path().join(format!("w{workers}"));
-        let summary = run(p.clone(), &RunOptions { output: Some(out.clone()), workers, progress: false }).unwrap();
+        let summary = run(
+            p.clone(),
+            &RunOptions {
+                output: Some(out.clone()),
+                workers,
+                progress: false,
+            },
+        )
+        .unwrap();
         // Rows of all parts, in (time, id) order, under one header.
         let mut header = String::new();
         let mut rows: Vec<(u64, String, String)> = Vec::new();
@@ -31,9 +39,19 @@ fn contract_fixture_gives_its_hand_checked_rows() {
             }
         }
         rows.sort();
-        let text: String = std::iter::once(header).chain(rows.into_iter().map(|r| r.2)).map(|l| l + "\n").collect();
-        assert_eq!(text, fs::read_to_string("fixtures/contract/expected_full.csv").unwrap(), "{workers} workers");
-        assert_eq!((summary.late, summary.duplicates, summary.malformed), (1, 1, 1));
+        let text: String = std::iter::once(header)
+            .chain(rows.into_iter().map(|r| r.2))
+            .map(|l| l + "\n")
+            .collect();
+        assert_eq!(
+            text,
+            fs::read_to_string("fixtures/contract/expected_full.csv").unwrap(),
+            "{workers} workers"
+        );
+        assert_eq!(
+            (summary.late, summary.duplicates, summary.malformed),
+            (1, 1, 1)
+        );
         assert_eq!((summary.orphans, summary.outside_window), (1, 2));
         let o = Outcome { summary, out };
         assert_eq!(o.side("dead_letter")[0]["position"], "line 8");

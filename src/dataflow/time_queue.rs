@@ -16,14 +16,20 @@ pub struct TimeQueue<T> {
 
 impl<T> Default for TimeQueue<T> {
     fn default() -> Self {
-        TimeQueue { buckets: BTreeMap::new(), len: 0 }
+        TimeQueue {
+            buckets: BTreeMap::new(),
+            len: 0,
+        }
     }
 }
 
 impl<T> TimeQueue<T> {
     /// Adds an item due at `time`.
     pub fn push(&mut self, time: Time, item: T) {
-        self.buckets.entry(time / BUCKET_MS).or_default().push((time, item));
+        self.buckets
+            .entry(time / BUCKET_MS)
+            .or_default()
+            .push((time, item));
         self.len += 1;
     }
 
@@ -52,7 +58,10 @@ impl<T> TimeQueue<T> {
 
     /// Earliest time queued.
     pub fn first_time(&self) -> Option<Time> {
-        self.buckets.values().next().and_then(|b| b.iter().map(|(t, _)| *t).min())
+        self.buckets
+            .values()
+            .next()
+            .and_then(|b| b.iter().map(|(t, _)| *t).min())
     }
 
     /// Number of items.
@@ -84,7 +93,10 @@ mod tests {
         let mut out = Vec::new();
         q.take_before(1_001, &mut out);
         out.sort();
-        assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![10, 999, 1_000]);
+        assert_eq!(
+            out.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![10, 999, 1_000]
+        );
         assert_eq!(q.first_time(), Some(1_001));
         out.clear();
         q.take_before(Time::MAX, &mut out);

@@ -132,7 +132,9 @@ impl AggState {
     pub fn heap_bytes(&self) -> usize {
         match self {
             AggState::Distinct(s) => 48 + s.capacity() * 9,
-            AggState::Window(w) => 120 + w.times.capacity() * 8 + w.values.capacity() * 8 + w.distinct.capacity() * 13,
+            AggState::Window(w) => {
+                120 + w.times.capacity() * 8 + w.values.capacity() * 8 + w.distinct.capacity() * 13
+            }
             _ => 0,
         }
     }
@@ -147,7 +149,10 @@ impl Window {
         match agg {
             // Monotone deques: drop entries the new one dominates.
             Agg::Min | Agg::Max => {
-                while self.back().is_some_and(|v| if agg == Agg::Min { v >= x } else { v <= x }) {
+                while self
+                    .back()
+                    .is_some_and(|v| if agg == Agg::Min { v >= x } else { v <= x })
+                {
                     self.times.pop_back();
                     self.values.pop_back();
                 }
@@ -170,10 +175,17 @@ impl Window {
                 break;
             }
             self.times.pop_front();
-            let x = if agg == Agg::Count { 1.0 } else { self.values.pop_front().expect("values beside times") };
+            let x = if agg == Agg::Count {
+                1.0
+            } else {
+                self.values.pop_front().expect("values beside times")
+            };
             match agg {
                 Agg::DistinctCount => {
-                    let n = self.distinct.get_mut(&x.to_bits()).expect("counted on push");
+                    let n = self
+                        .distinct
+                        .get_mut(&x.to_bits())
+                        .expect("counted on push");
                     *n -= 1;
                     if *n == 0 {
                         self.distinct.remove(&x.to_bits());
@@ -232,6 +244,9 @@ mod tests {
 
     #[test]
     fn state_stays_small() {
-        assert!(std::mem::size_of::<AggState>() <= 24, "per-key memory grows with every byte here");
+        assert!(
+            std::mem::size_of::<AggState>() <= 24,
+            "per-key memory grows with every byte here"
+        );
     }
 }

@@ -144,13 +144,23 @@ impl Tables {
 
     /// Processes the records of one (time, table, key): first every lookup (state of
     /// strictly earlier events), then every update in (stream, id) order.
-    fn process_run(&mut self, run: &[TableRecord], fragments: &mut Vec<Fragment>, segment_size: &mut usize) {
+    fn process_run(
+        &mut self,
+        run: &[TableRecord],
+        fragments: &mut Vec<Fragment>,
+        segment_size: &mut usize,
+    ) {
         let first = &run[0];
         let (table, now) = (first.table as usize, first.time);
         let spec = &self.pipeline.tables[table];
         let map = &mut self.state[table];
         let states = if run.iter().any(|r| r.update) {
-            Some(map.entry(first.key.clone()).or_insert_with(|| spec.features.iter().map(AggState::new).collect::<Box<[_]>>()))
+            Some(map.entry(first.key.clone()).or_insert_with(|| {
+                spec.features
+                    .iter()
+                    .map(AggState::new)
+                    .collect::<Box<[_]>>()
+            }))
         } else {
             map.get_mut(&first.key)
         };
@@ -158,13 +168,30 @@ impl Tables {
         let mut states = states.map(|s| &mut s[..]);
         for r in run.iter().filter(|r| r.lookup) {
             let mut segment = Vec::with_capacity(*segment_size);
-            let features = spec.features.iter().enumerate().filter(|(_, f)| f.ratio.is_none());
+            let features = spec
+                .features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.ratio.is_none());
             match states.as_deref_mut() {
-                Some(st) => put_numbers(&mut segment, table as u8, stored, features.map(|(i, f)| st[i].read(f, now))),
-                None => put_numbers(&mut segment, table as u8, stored, features.map(|(_, f)| AggState::empty_value(f))),
+                Some(st) => put_numbers(
+                    &mut segment,
+                    table as u8,
+                    stored,
+                    features.map(|(i, f)| st[i].read(f, now)),
+                ),
+                None => put_numbers(
+                    &mut segment,
+                    table as u8,
+                    stored,
+                    features.map(|(_, f)| AggState::empty_value(f)),
+                ),
             }
             *segment_size = segment.len();
-            fragments.push(Fragment { example_id: r.id.clone(), segment });
+            fragments.push(Fragment {
+                example_id: r.id.clone(),
+                segment,
+            });
         }
         let Some(states) = states else { return };
         for r in run.iter().filter(|r| r.update) {
@@ -194,8 +221,13 @@ impl Tables {
 
 impl Drop for Tables {
     fn drop(&mut self) {
-        let sizes: Vec<String> =
-            self.pipeline.tables.iter().zip(self.sizes()).map(|(t, n)| format!("{}={n}", t.name)).collect();
+        let sizes: Vec<String> = self
+            .pipeline
+            .tables
+            .iter()
+            .zip(self.sizes())
+            .map(|(t, n)| format!("{}={n}", t.name))
+            .collect();
         tracing::debug!(keys = %sizes.join(" "), "table sizes on this worker");
     }
 }
@@ -240,8 +272,13 @@ pub fn table_operator<'scope>(
                 }
             }
             let mut fragments = Vec::new();
-            for run in ready.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
-                tables.process_run(run, &mut fragments, &mut segment_size[run[0].table as usize]);
+            for run in ready.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
+            {
+                tables.process_run(
+                    run,
+                    &mut fragments,
+                    &mut segment_size[run[0].table as usize],
+                );
             }
             if !fragments.is_empty() {
                 output.session(cap).give_iterator(fragments.into_iter());

@@ -243,7 +243,9 @@ impl LabelState {
                 // Remembered finished examples explain outcomes up to `outcome_lookback`
                 // after the window; the bound keeps this independent of when ids are forgotten.
                 _ => match self.finished.get(&stable_hash(example_id.as_bytes())) {
-                    Some(&t_i) if time <= t_i + self.window() + self.pipeline.label.outcome_lookback => {
+                    Some(&t_i)
+                        if time <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
+                    {
                         self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
                     }
                     _ => {
@@ -268,7 +270,9 @@ impl LabelState {
         let mut due = std::mem::take(&mut self.due);
         self.orphan_checks.take_before(frontier, &mut due);
         for (t, id) in due.drain(..) {
-            let Some(list) = self.waiting.get_mut(&id) else { continue };
+            let Some(list) = self.waiting.get_mut(&id) else {
+                continue;
+            };
             let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(tc, _)| *tc <= t);
             *list = keep;
             if list.is_empty() {
@@ -282,7 +286,10 @@ impl LabelState {
         self.deadlines.take_before(frontier, &mut due);
         let finished = due.len() as i64;
         for (deadline, id) in due.drain(..) {
-            let p = self.pending.remove(&id).expect("a deadline per pending example");
+            let p = self
+                .pending
+                .remove(&id)
+                .expect("a deadline per pending example");
             self.data_bytes -= p.data.capacity();
             let time = deadline - self.window();
             let hash = stable_hash(id.as_bytes());

@@ -94,7 +94,9 @@ pub fn partition_writer<'scope>(
                     columns.render(&r, &mut full, &mut sagemaker);
                     for (ch, line) in [(0, &full), (split, &sagemaker)] {
                         let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
-                        result.unwrap_or_else(|e| panic!("cannot write partition {}: {e}", partition_dir(hour)));
+                        result.unwrap_or_else(|e| {
+                            panic!("cannot write partition {}: {e}", partition_dir(hour))
+                        });
                     }
                 }
             });

@@ -93,7 +93,10 @@ fn complete_partitions_get_success_markers_and_manifests() {
     }
     // Nothing but part files inside the channels: SageMaker reads every other name too.
     let stray = files_under(&dir.path().join("train"), "json");
-    assert!(stray.is_empty(), "non-data files inside a channel: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "non-data files inside a channel: {stray:?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The delayed label join: holds each example `window` of event time, counts its outcomes.
 
+pub mod examples;
 pub mod pending;
 
 use std::cell::RefCell;
@@ -24,6 +25,7 @@ use crate::features::table_op::Fragment;
 use crate::metrics::Metrics;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
+use examples::{Example, Slot, WaitingExamples};
 use pending::{decode_segment, put_segment, skip_segment, Dictionary, EVENT_SEGMENT};
 
 /// What the label join receives, keyed by example id.
@@ -76,23 +78,16 @@ pub struct Row {
     pub features: Vec<Value>,
 }
 
-/// An example waiting for its window to close.
-struct Pending {
-    /// `Time::MAX` until the example itself arrives (fragments may come first).
-    time: Time,
-    outcomes: u32,
-    /// Encoded feature segments (see [`pending`]).
-    data: Vec<u8>,
-}
-
 /// Per-worker state of the label join.
 struct LabelState {
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
     side: Rc<RefCell<SideSinks>>,
-    pending: HashMap<CompactString, Pending>,
-    /// Examples by deadline (`time + window`).
-    deadlines: TimeQueue<CompactString>,
+    /// Examples waiting for their window to close.
+    examples: WaitingExamples,
+    /// Examples by deadline (`time + window`): hash slots, and the rare overflow ids.
+    deadlines: TimeQueue<u64>,
+    overflow_deadlines: TimeQueue<CompactString>,
     /// Outcomes whose example has not arrived: example id -> (time, outcome id).
     waiting: HashMap<CompactString, Vec<(Time, CompactString)>>,
     /// When to give up on waiting outcomes (their own time), by example id.
@@ -103,35 +98,27 @@ struct LabelState {
     finished: HashMap<u64, Time>,
     /// Finished examples by the time they may be forgotten.
     forget: TimeQueue<u64>,
-    /// Scratch for queue passes.
-    due: Vec<(Time, CompactString)>,
     dictionary: Dictionary,
-    /// Sum of `data` capacities of pending examples.
-    data_bytes: usize,
-    /// Largest encoded example seen: the capacity new entries start with.
-    expected_bytes: usize,
     /// Feature columns of a row.
     columns: usize,
 }
 
 impl LabelState {
     fn new(pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, side: Rc<RefCell<SideSinks>>) -> Self {
-        let pipeline_columns = pipeline.feature_names().len();
+        let columns = pipeline.feature_names().len();
         LabelState {
             pipeline,
             metrics,
             side,
-            pending: HashMap::default(),
+            examples: WaitingExamples::default(),
             deadlines: TimeQueue::default(),
+            overflow_deadlines: TimeQueue::default(),
             waiting: HashMap::default(),
             orphan_checks: TimeQueue::default(),
             finished: HashMap::default(),
             forget: TimeQueue::default(),
-            due: Vec::new(),
             dictionary: Dictionary::default(),
-            data_bytes: 0,
-            expected_bytes: 64,
-            columns: pipeline_columns,
+            columns,
         }
     }
 
@@ -139,20 +126,18 @@ impl LabelState {
         self.pipeline.label.window
     }
 
-    /// Bytes held for pending examples: map slots, deadline heap, encoded features and the
-    /// share of the text dictionary.
+    /// Bytes held for waiting examples: map slots, buffers, deadline queue, dictionary.
     fn pending_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(CompactString, Pending)>() + 1;
-        self.pending.capacity() * slot
+        self.examples.heap_bytes()
             + self.deadlines.heap_bytes()
-            + self.data_bytes
+            + self.overflow_deadlines.heap_bytes()
             + self.dictionary.heap_bytes()
     }
 
     fn pending_changed(&mut self, delta: i64) {
         let bytes = self.pending_bytes() as i64;
         self.metrics
-            .pending_changed(delta, bytes, self.pending.len() as i64);
+            .pending_changed(delta, bytes, self.examples.len() as i64);
     }
 
     fn unmatched(
@@ -180,9 +165,7 @@ impl LabelState {
     /// Counts an outcome for an example whose time is known, or records it as outside.
     fn count(&mut self, example_id: &str, example_time: Time, outcome_id: &str, t: Time) {
         if example_time <= t && t <= example_time + self.window() {
-            if let Some(p) = self.pending.get_mut(example_id) {
-                p.outcomes += 1;
-            }
+            self.examples.add_outcome(example_id);
         } else {
             self.unmatched(
                 "outside_window",
@@ -194,42 +177,21 @@ impl LabelState {
         }
     }
 
-    /// Appends encoded bytes to an example's entry, creating it if needed.
-    fn append(
-        &mut self,
-        id: &CompactString,
-        write: impl FnOnce(&mut Vec<u8>, &mut Dictionary),
-    ) -> &mut Pending {
-        let mut created = false;
-        let expected = self.expected_bytes;
-        let p = self.pending.entry(id.clone()).or_insert_with(|| {
-            created = true;
-            Pending {
-                time: Time::MAX,
-                outcomes: 0,
-                data: Vec::new(),
-            }
-        });
-        if created {
-            p.data.reserve_exact(expected);
-        }
-        let before = if created { 0 } else { p.data.capacity() };
-        write(&mut p.data, &mut self.dictionary);
-        self.data_bytes += p.data.capacity() - before;
-        if created {
-            self.pending_changed(1);
-        }
-        self.pending.get_mut(id).unwrap()
-    }
-
     fn receive(&mut self, input: LabelInput) {
         match input {
             LabelInput::Example { id, time, features } => {
-                self.append(&id, |out, dict| {
+                let dict = &mut self.dictionary;
+                let (slot, created) = self.examples.append(&id, |out| {
                     put_segment(out, dict, EVENT_SEGMENT, features.iter())
-                })
-                .time = time;
-                self.deadlines.push(time + self.window(), id.clone());
+                });
+                self.examples.set_time(&slot, time);
+                match slot {
+                    Slot::Main(hash) => self.deadlines.push(time + self.window(), hash),
+                    Slot::Overflow(id) => self.overflow_deadlines.push(time + self.window(), id),
+                }
+                if created {
+                    self.pending_changed(1);
+                }
                 for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
                     self.count(&id, time, &oid, t);
                 }
@@ -238,27 +200,35 @@ impl LabelState {
                 example_id,
                 id,
                 time,
-            } => match self.pending.get(&example_id).map(|p| p.time) {
-                Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
-                // Remembered finished examples explain outcomes up to `outcome_lookback`
-                // after the window; the bound keeps this independent of when ids are forgotten.
-                _ => match self.finished.get(&stable_hash(example_id.as_bytes())) {
-                    Some(&t_i)
-                        if time <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
-                    {
-                        self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
-                    }
-                    _ => {
-                        self.waiting
-                            .entry(example_id.clone())
-                            .or_default()
-                            .push((time, id));
-                        self.orphan_checks.push(time, example_id);
-                    }
-                },
-            },
+            } => {
+                match self.examples.get(&example_id).map(|e| e.time()) {
+                    Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
+                    // Remembered finished examples explain outcomes up to `outcome_lookback`
+                    // after the window; the bound keeps this independent of when ids are forgotten.
+                    _ => match self.finished.get(&stable_hash(example_id.as_bytes())) {
+                        Some(&t_i)
+                            if time
+                                <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
+                        {
+                            self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
+                        }
+                        _ => {
+                            self.waiting
+                                .entry(example_id.clone())
+                                .or_default()
+                                .push((time, id));
+                            self.orphan_checks.push(time, example_id);
+                        }
+                    },
+                }
+            }
             LabelInput::Fragment(f) => {
-                self.append(&f.example_id, |out, _| out.extend_from_slice(&f.segment));
+                let (_, created) = self
+                    .examples
+                    .append(&f.example_id, |out| out.extend_from_slice(&f.segment));
+                if created {
+                    self.pending_changed(1);
+                }
             }
         }
     }
@@ -267,7 +237,7 @@ impl LabelState {
     fn advance(&mut self, frontier: Time, rows: &mut Vec<Row>) {
         // An outcome at t can only belong to an example at or before t; once the watermark
         // passes t, such an example has arrived or is late.
-        let mut due = std::mem::take(&mut self.due);
+        let mut due = Vec::new();
         self.orphan_checks.take_before(frontier, &mut due);
         for (t, id) in due.drain(..) {
             let Some(list) = self.waiting.get_mut(&id) else {
@@ -282,22 +252,22 @@ impl LabelState {
                 self.unmatched("orphan", &id, &oid, tc, None);
             }
         }
+        let mut slots: Vec<(Time, Slot)> = Vec::new();
+        let mut main = Vec::new();
+        self.deadlines.take_before(frontier, &mut main);
+        slots.extend(main.into_iter().map(|(d, h)| (d, Slot::Main(h))));
+        self.overflow_deadlines.take_before(frontier, &mut due);
+        slots.extend(due.into_iter().map(|(d, id)| (d, Slot::Overflow(id))));
         let lookback = self.pipeline.label.outcome_lookback;
-        self.deadlines.take_before(frontier, &mut due);
-        let finished = due.len() as i64;
-        for (deadline, id) in due.drain(..) {
-            let p = self
-                .pending
-                .remove(&id)
-                .expect("a deadline per pending example");
-            self.data_bytes -= p.data.capacity();
+        let finished = slots.len() as i64;
+        for (deadline, slot) in slots {
+            let (id, buf) = self.examples.remove(&slot);
             let time = deadline - self.window();
             let hash = stable_hash(id.as_bytes());
-            rows.push(self.finish(id, time, p));
+            rows.push(self.finish(id, time, Example(&buf)));
             self.finished.insert(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
         }
-        self.due = due;
         if finished > 0 {
             self.pending_changed(-finished);
         }
@@ -308,29 +278,25 @@ impl LabelState {
         }
     }
 
-    fn finish(&mut self, example_id: CompactString, time: Time, p: Pending) -> Row {
-        self.expected_bytes = self.expected_bytes.max(p.data.len());
+    fn finish(&self, example_id: CompactString, time: Time, example: Example<'_>) -> Row {
+        let data = example.segments();
+        let outcomes = example.outcomes();
         let tables = &self.pipeline.tables;
         // Segments arrive in any order: find each one's start, then decode in column order.
         let mut starts = vec![usize::MAX; tables.len() + 1];
         let mut pos = 0;
-        while pos < p.data.len() {
-            let tag = p.data[pos];
+        while pos < data.len() {
+            let tag = data[pos];
             starts[if tag == EVENT_SEGMENT {
                 tables.len()
             } else {
                 tag as usize
             }] = pos;
-            pos = skip_segment(&p.data, pos);
+            pos = skip_segment(&data, pos);
         }
         let mut features = Vec::with_capacity(self.columns);
         if starts[tables.len()] != usize::MAX {
-            decode_segment(
-                &p.data,
-                starts[tables.len()],
-                &self.dictionary,
-                &mut features,
-            );
+            decode_segment(&data, starts[tables.len()], &self.dictionary, &mut features);
         }
         let mut stored = Vec::new();
         for (t, &start) in tables.iter().zip(&starts) {
@@ -340,7 +306,7 @@ impl LabelState {
                 continue;
             }
             stored.clear();
-            decode_segment(&p.data, start, &self.dictionary, &mut stored);
+            decode_segment(&data, start, &self.dictionary, &mut stored);
             let mut stored = stored.iter();
             let mut full: Vec<Option<f64>> = t
                 .features
@@ -360,16 +326,16 @@ impl LabelState {
             );
         }
         let label = match self.pipeline.label.kind {
-            LabelKind::Exists => u32::from(p.outcomes > 0),
-            LabelKind::Count => p.outcomes,
+            LabelKind::Exists => u32::from(outcomes > 0),
+            LabelKind::Count => outcomes,
         };
         Metrics::add(&self.metrics.rows, 1);
-        Metrics::add(&self.metrics.positive_rows, u64::from(p.outcomes > 0));
+        Metrics::add(&self.metrics.positive_rows, u64::from(outcomes > 0));
         Row {
             example_id,
             time,
             label,
-            outcome_count: p.outcomes,
+            outcome_count: outcomes,
             features,
         }
     }

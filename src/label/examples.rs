@@ -1,0 +1,205 @@
+//! Examples waiting for their label, in a compact map: 32-byte slots keyed by a hash of
+//! the id, each owning one byte buffer `[time][outcomes][id][feature segments...]`.
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::event::stable_hash;
+use crate::time::Time;
+
+const OUTCOMES: usize = 8;
+const ID_LEN: usize = 12;
+const ID: usize = 13;
+
+/// Where an example's buffer lives. Almost always `Main`; an id whose hash equals another
+/// waiting id's (or longer than 255 bytes) is kept by id instead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot {
+    /// In the hash-keyed map.
+    Main(u64),
+    /// In the overflow map.
+    Overflow(CompactString),
+}
+
+/// The waiting examples of one worker.
+#[derive(Default)]
+pub struct WaitingExamples {
+    main: HashMap<u64, Vec<u8>>,
+    overflow: HashMap<CompactString, Vec<u8>>,
+    /// Sum of buffer capacities.
+    buffer_bytes: usize,
+    /// Capacity new buffers start with: recent examples' size.
+    expected: usize,
+}
+
+/// Read access to one example's buffer.
+pub struct Example<'a>(pub &'a [u8]);
+
+impl Example<'_> {
+    /// Example time; `Time::MAX` until the example itself arrived.
+    pub fn time(&self) -> Time {
+        Time::from_le_bytes(self.0[..OUTCOMES].try_into().unwrap())
+    }
+    /// Outcomes counted in its window.
+    pub fn outcomes(&self) -> u32 {
+        u32::from_le_bytes(self.0[OUTCOMES..ID_LEN].try_into().unwrap())
+    }
+    /// The example id.
+    pub fn id(&self) -> &str {
+        let len = self.0[ID_LEN] as usize;
+        std::str::from_utf8(&self.0[ID..ID + len]).expect("written from a str")
+    }
+    /// The encoded feature segments.
+    pub fn segments(&self) -> &[u8] {
+        &self.0[ID + self.0[ID_LEN] as usize..]
+    }
+}
+
+impl WaitingExamples {
+    /// Number of waiting examples.
+    pub fn len(&self) -> usize {
+        self.main.len() + self.overflow.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held: map slots at their capacity plus buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.main.capacity() * (std::mem::size_of::<(u64, Vec<u8>)>() + 1)
+            + self.overflow.capacity() * (std::mem::size_of::<(CompactString, Vec<u8>)>() + 1)
+            + self.buffer_bytes
+    }
+
+    fn locate(&self, id: &str) -> Option<Slot> {
+        let hash = stable_hash(id.as_bytes());
+        match self.main.get(&hash) {
+            Some(buf) if Example(buf).id() == id => Some(Slot::Main(hash)),
+            _ => self
+                .overflow
+                .contains_key(id)
+                .then(|| Slot::Overflow(id.into())),
+        }
+    }
+
+    fn buffer(&mut self, slot: &Slot) -> &mut Vec<u8> {
+        match slot {
+            Slot::Main(h) => self.main.get_mut(h).expect("located"),
+            Slot::Overflow(id) => self.overflow.get_mut(id).expect("located"),
+        }
+    }
+
+    /// The example, if waiting.
+    pub fn get(&self, id: &str) -> Option<Example<'_>> {
+        let hash = stable_hash(id.as_bytes());
+        match self.main.get(&hash) {
+            Some(buf) if Example(buf).id() == id => Some(Example(buf)),
+            _ => self.overflow.get(id).map(|b| Example(b)),
+        }
+    }
+
+    /// Appends to an example's buffer, creating it (time unknown, no outcomes) if needed.
+    /// Returns where it lives and whether it was created.
+    pub fn append(&mut self, id: &str, write: impl FnOnce(&mut Vec<u8>)) -> (Slot, bool) {
+        let (slot, created) = match self.locate(id) {
+            Some(slot) => (slot, false),
+            None => {
+                let mut buf = Vec::with_capacity(self.expected.max(ID + id.len()));
+                buf.extend_from_slice(&Time::MAX.to_le_bytes());
+                buf.extend_from_slice(&0u32.to_le_bytes());
+                let hash = stable_hash(id.as_bytes());
+                let slot = if id.len() <= u8::MAX as usize && !self.main.contains_key(&hash) {
+                    buf.push(id.len() as u8);
+                    buf.extend_from_slice(id.as_bytes());
+                    self.main.insert(hash, buf);
+                    Slot::Main(hash)
+                } else {
+                    buf.push(0);
+                    self.overflow.insert(id.into(), buf);
+                    Slot::Overflow(id.into())
+                };
+                (slot, true)
+            }
+        };
+        let buf = self.buffer(&slot);
+        let before = if created { 0 } else { buf.capacity() };
+        write(buf);
+        let after = buf.capacity();
+        self.buffer_bytes += after - before;
+        (slot, created)
+    }
+
+    /// Sets the example's time.
+    pub fn set_time(&mut self, slot: &Slot, time: Time) {
+        self.buffer(slot)[..OUTCOMES].copy_from_slice(&time.to_le_bytes());
+    }
+
+    /// Counts one outcome for the example, if waiting.
+    pub fn add_outcome(&mut self, id: &str) {
+        if let Some(slot) = self.locate(id) {
+            let buf = self.buffer(&slot);
+            let n = Example(buf).outcomes() + 1;
+            buf[OUTCOMES..ID_LEN].copy_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    /// Takes an example out; returns its id and buffer.
+    pub fn remove(&mut self, slot: &Slot) -> (CompactString, Vec<u8>) {
+        let (id, buf) = match slot {
+            Slot::Main(h) => {
+                let buf = self.main.remove(h).expect("a deadline per waiting example");
+                (CompactString::from(Example(&buf).id()), buf)
+            }
+            Slot::Overflow(id) => (
+                id.clone(),
+                self.overflow
+                    .remove(id)
+                    .expect("a deadline per waiting example"),
+            ),
+        };
+        self.buffer_bytes -= buf.capacity();
+        self.expected = (self.expected * 15 + buf.len()) / 16 + 1;
+        (id, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_keep_time_outcomes_id_and_bytes() {
+        let mut w = WaitingExamples::default();
+        let (slot, created) = w.append("imp-1", |b| b.extend_from_slice(b"abc"));
+        assert!(created);
+        w.set_time(&slot, 42);
+        w.add_outcome("imp-1");
+        w.add_outcome("imp-1");
+        let (again, created) = w.append("imp-1", |b| b.push(b'd'));
+        assert!(!created && again == slot);
+        let e = w.get("imp-1").unwrap();
+        assert_eq!(
+            (e.time(), e.outcomes(), e.id(), e.segments()),
+            (42, 2, "imp-1", &b"abcd"[..])
+        );
+        let (id, _) = w.remove(&slot);
+        assert_eq!(id, "imp-1");
+        assert!(w.is_empty() && w.get("imp-1").is_none());
+    }
+
+    #[test]
+    fn long_ids_live_in_the_overflow_map() {
+        let mut w = WaitingExamples::default();
+        let long = "x".repeat(300);
+        let (slot, _) = w.append(&long, |_| {});
+        assert_eq!(slot, Slot::Overflow(long.as_str().into()));
+        assert_eq!(
+            w.get(&long).unwrap().id(),
+            "",
+            "overflow entries are keyed by id, not by bytes"
+        );
+        assert_eq!(w.remove(&slot).0, long);
+    }
+}

@@ -6,20 +6,9 @@ use std::fs;
 use std::path::Path;
 
 use common::files_under;
-use labeljoin::config::Pipeline;
-use labeljoin::run::{run, RunOptions};
 
 fn run_reference(out: &Path, workers: usize) -> labeljoin::metrics::Summary {
-    let p = Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap();
-    run(
-        p,
-        &RunOptions {
-            output: Some(out.to_path_buf()),
-            workers,
-            progress: false,
-        },
-    )
-    .unwrap()
+    common::run_file("pipelines/ad_clicks.toml", out, workers).summary
 }
 
 #[test]

@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::NaiveDateTime;
-use labeljoin::config::Pipeline;
-use labeljoin::run::{run, RunOptions};
 
 const DATA: &str = "../shared/data/talkingdata_train_sample.csv";
 
@@ -42,21 +40,8 @@ fn talkingdata_labels_equal_an_independent_computation_from_the_raw_file() {
         expected.insert((n + 1).to_string(), (label.to_string(), click * 1000));
     }
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::load(Path::new("pipelines/talkingdata.toml")).unwrap();
-    let summary = run(
-        pipeline,
-        &RunOptions {
-            output: Some(dir.path().to_path_buf()),
-            workers: 2,
-            progress: false,
-        },
-    )
-    .unwrap();
-    let rows = common::Outcome {
-        summary: summary.clone(),
-        out: dir.path().to_path_buf(),
-    }
-    .rows();
+    let outcome = common::run_file("pipelines/talkingdata.toml", dir.path(), 2);
+    let (summary, rows) = (outcome.summary.clone(), outcome.rows());
 
     assert_eq!(rows.len(), 100_000);
     assert_eq!(summary.malformed + summary.late + summary.duplicates, 0);
@@ -94,21 +79,8 @@ fn talkingdata_features_count_only_earlier_clicks_of_the_ip() {
         by_ip_app.entry((ip, app)).or_default().push(*t);
     }
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::load(Path::new("pipelines/talkingdata.toml")).unwrap();
-    let summary = run(
-        pipeline,
-        &RunOptions {
-            output: Some(dir.path().to_path_buf()),
-            workers: 1,
-            progress: false,
-        },
-    )
-    .unwrap();
-    let rows = common::Outcome {
-        summary,
-        out: dir.path().to_path_buf(),
-    }
-    .rows();
+    let outcome = common::run_file("pipelines/talkingdata.toml", dir.path(), 1);
+    let rows = outcome.rows();
     for (n, (ip, app, t)) in recs.iter().enumerate().step_by(97) {
         let row = &rows[&(n + 1).to_string()];
         let ip_before = by_ip[ip.as_str()].iter().filter(|x| **x < *t).count();

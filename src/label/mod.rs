@@ -292,11 +292,11 @@ impl LabelState {
             } else {
                 tag as usize
             }] = pos;
-            pos = skip_segment(&data, pos);
+            pos = skip_segment(data, pos);
         }
         let mut features = Vec::with_capacity(self.columns);
         if starts[tables.len()] != usize::MAX {
-            decode_segment(&data, starts[tables.len()], &self.dictionary, &mut features);
+            decode_segment(data, starts[tables.len()], &self.dictionary, &mut features);
         }
         let mut stored = Vec::new();
         for (t, &start) in tables.iter().zip(&starts) {
@@ -306,7 +306,7 @@ impl LabelState {
                 continue;
             }
             stored.clear();
-            decode_segment(&data, start, &self.dictionary, &mut stored);
+            decode_segment(data, start, &self.dictionary, &mut stored);
             let mut stored = stored.iter();
             let mut full: Vec<Option<f64>> = t
                 .features

@@ -49,6 +49,24 @@ impl Scratch {
     }
 }
 
+/// Runs a pipeline file of the repository into `out`.
+pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
+    let p = Pipeline::load(Path::new(pipeline)).unwrap();
+    let summary = run(
+        p,
+        &RunOptions {
+            output: Some(out.to_path_buf()),
+            workers,
+            progress: false,
+        },
+    )
+    .unwrap();
+    Outcome {
+        summary,
+        out: out.to_path_buf(),
+    }
+}
+
 /// What a run produced.
 pub struct Outcome {
     pub summary: Summary,

@@ -146,7 +146,7 @@ impl Tables {
     /// strictly earlier events), then every update in (stream, id) order.
     fn process_run(
         &mut self,
-        run: &[TableRecord],
+        run: &[&TableRecord],
         fragments: &mut Vec<Fragment>,
         segment_size: &mut usize,
     ) {
@@ -261,18 +261,12 @@ pub fn table_operator<'scope>(
                 return;
             }
             done_below = watermark;
-            let mut ready: Vec<TableRecord> =
-                buffer.extract_if(.., |r| r.time < watermark).collect();
-            // Records arrive nearly in time order: an adaptive stable sort by time is cheap,
-            // and only same-millisecond runs need the full order.
-            ready.sort_by_key(|r| r.time);
-            for run in ready.chunk_by_mut(|a, b| a.time == b.time) {
-                if run.len() > 1 {
-                    run.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
-                }
-            }
+            let ready: Vec<TableRecord> = buffer.extract_if(.., |r| r.time < watermark).collect();
+            // Sort references, not the records: swaps stay 8 bytes.
+            let mut order: Vec<&TableRecord> = ready.iter().collect();
+            order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
             let mut fragments = Vec::new();
-            for run in ready.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
+            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
             {
                 tables.process_run(
                     run,

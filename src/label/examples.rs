@@ -28,7 +28,7 @@ pub struct WaitingExamples {
     overflow: HashMap<CompactString, Vec<u8>>,
     /// Sum of buffer capacities.
     buffer_bytes: usize,
-    /// Capacity new buffers start with: recent examples' size.
+    /// Capacity new buffers start with: about the largest recent example.
     expected: usize,
 }
 
@@ -46,8 +46,10 @@ impl Example<'_> {
     }
     /// The example id.
     pub fn id(&self) -> &str {
-        let len = self.0[ID_LEN] as usize;
-        std::str::from_utf8(&self.0[ID..ID + len]).expect("written from a str")
+        std::str::from_utf8(self.id_bytes()).expect("written from a str")
+    }
+    fn id_bytes(&self) -> &[u8] {
+        &self.0[ID..ID + self.0[ID_LEN] as usize]
     }
     /// The encoded feature segments.
     pub fn segments(&self) -> &[u8] {
@@ -76,7 +78,7 @@ impl WaitingExamples {
     fn locate(&self, id: &str) -> Option<Slot> {
         let hash = stable_hash(id.as_bytes());
         match self.main.get(&hash) {
-            Some(buf) if Example(buf).id() == id => Some(Slot::Main(hash)),
+            Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Slot::Main(hash)),
             _ => self
                 .overflow
                 .contains_key(id)
@@ -95,7 +97,7 @@ impl WaitingExamples {
     pub fn get(&self, id: &str) -> Option<Example<'_>> {
         let hash = stable_hash(id.as_bytes());
         match self.main.get(&hash) {
-            Some(buf) if Example(buf).id() == id => Some(Example(buf)),
+            Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Example(buf)),
             _ => self.overflow.get(id).map(|b| Example(b)),
         }
     }
@@ -160,7 +162,8 @@ impl WaitingExamples {
             ),
         };
         self.buffer_bytes -= buf.capacity();
-        self.expected = (self.expected * 15 + buf.len()) / 16 + 1;
+        // Start buffers at the recent largest size (decaying), so they rarely reallocate.
+        self.expected = (self.expected - self.expected / 64).max(buf.len());
         (id, buf)
     }
 }

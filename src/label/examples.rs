@@ -57,6 +57,16 @@ impl Example<'_> {
     }
 }
 
+/// A new buffer: unknown time, no outcomes, the id (empty for overflow entries).
+fn new_buffer(capacity: usize, id: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity);
+    buf.extend_from_slice(&Time::MAX.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.push(id.len() as u8);
+    buf.extend_from_slice(id);
+    buf
+}
+
 impl WaitingExamples {
     /// Number of waiting examples.
     pub fn len(&self) -> usize {
@@ -102,40 +112,45 @@ impl WaitingExamples {
         }
     }
 
-    /// Appends to an example's buffer, creating it (time unknown, no outcomes) if needed.
-    /// Returns where it lives and whether it was created.
-    pub fn append(&mut self, id: &str, write: impl FnOnce(&mut Vec<u8>)) -> (Slot, bool) {
-        let (slot, created) = match self.locate(id) {
-            Some(slot) => (slot, false),
-            None => {
-                let mut buf = Vec::with_capacity(self.expected.max(ID + id.len()));
-                buf.extend_from_slice(&Time::MAX.to_le_bytes());
-                buf.extend_from_slice(&0u32.to_le_bytes());
-                let hash = stable_hash(id.as_bytes());
-                let slot = if id.len() <= u8::MAX as usize && !self.main.contains_key(&hash) {
-                    buf.push(id.len() as u8);
-                    buf.extend_from_slice(id.as_bytes());
-                    self.main.insert(hash, buf);
-                    Slot::Main(hash)
-                } else {
-                    buf.push(0);
-                    self.overflow.insert(id.into(), buf);
-                    Slot::Overflow(id.into())
-                };
-                (slot, true)
+    /// Appends to an example's buffer (creating it if needed) and, when given, sets its
+    /// time. Returns where it lives and whether it was created. One hash probe in the
+    /// common case.
+    pub fn append(
+        &mut self,
+        id: &str,
+        time: Option<Time>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> (Slot, bool) {
+        use std::collections::hash_map::Entry;
+        let hash = stable_hash(id.as_bytes());
+        let expected = self.expected.max(ID + id.len());
+        let (slot, buf, created) = match self.main.entry(hash) {
+            Entry::Occupied(e) if Example(e.get()).id_bytes() == id.as_bytes() => {
+                (Slot::Main(hash), e.into_mut(), false)
             }
+            Entry::Vacant(e) if id.len() <= u8::MAX as usize && !self.overflow.contains_key(id) => {
+                (
+                    Slot::Main(hash),
+                    e.insert(new_buffer(expected, id.as_bytes())),
+                    true,
+                )
+            }
+            _ => match self.overflow.entry(id.into()) {
+                Entry::Occupied(e) => (Slot::Overflow(id.into()), e.into_mut(), false),
+                Entry::Vacant(e) => (
+                    Slot::Overflow(id.into()),
+                    e.insert(new_buffer(expected, b"")),
+                    true,
+                ),
+            },
         };
-        let buf = self.buffer(&slot);
         let before = if created { 0 } else { buf.capacity() };
+        if let Some(t) = time {
+            buf[..OUTCOMES].copy_from_slice(&t.to_le_bytes());
+        }
         write(buf);
-        let after = buf.capacity();
-        self.buffer_bytes += after - before;
+        self.buffer_bytes += buf.capacity() - before;
         (slot, created)
-    }
-
-    /// Sets the example's time.
-    pub fn set_time(&mut self, slot: &Slot, time: Time) {
-        self.buffer(slot)[..OUTCOMES].copy_from_slice(&time.to_le_bytes());
     }
 
     /// Counts one outcome for the example, if waiting.
@@ -175,12 +190,11 @@ mod tests {
     #[test]
     fn entries_keep_time_outcomes_id_and_bytes() {
         let mut w = WaitingExamples::default();
-        let (slot, created) = w.append("imp-1", |b| b.extend_from_slice(b"abc"));
+        let (slot, created) = w.append("imp-1", Some(42), |b| b.extend_from_slice(b"abc"));
         assert!(created);
-        w.set_time(&slot, 42);
         w.add_outcome("imp-1");
         w.add_outcome("imp-1");
-        let (again, created) = w.append("imp-1", |b| b.push(b'd'));
+        let (again, created) = w.append("imp-1", None, |b| b.push(b'd'));
         assert!(!created && again == slot);
         let e = w.get("imp-1").unwrap();
         assert_eq!(
@@ -196,7 +210,7 @@ mod tests {
     fn long_ids_live_in_the_overflow_map() {
         let mut w = WaitingExamples::default();
         let long = "x".repeat(300);
-        let (slot, _) = w.append(&long, |_| {});
+        let (slot, _) = w.append(&long, None, |_| {});
         assert_eq!(slot, Slot::Overflow(long.as_str().into()));
         assert_eq!(
             w.get(&long).unwrap().id(),

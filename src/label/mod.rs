@@ -181,10 +181,9 @@ impl LabelState {
         match input {
             LabelInput::Example { id, time, features } => {
                 let dict = &mut self.dictionary;
-                let (slot, created) = self.examples.append(&id, |out| {
+                let (slot, created) = self.examples.append(&id, Some(time), |out| {
                     put_segment(out, dict, EVENT_SEGMENT, features.iter())
                 });
-                self.examples.set_time(&slot, time);
                 match slot {
                     Slot::Main(hash) => self.deadlines.push(time + self.window(), hash),
                     Slot::Overflow(id) => self.overflow_deadlines.push(time + self.window(), id),
@@ -225,7 +224,7 @@ impl LabelState {
             LabelInput::Fragment(f) => {
                 let (_, created) = self
                     .examples
-                    .append(&f.example_id, |out| out.extend_from_slice(&f.segment));
+                    .append(&f.example_id, None, |out| out.extend_from_slice(&f.segment));
                 if created {
                     self.pending_changed(1);
                 }

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use labeljoin::bench::{bench, default_dir, BenchOptions};
 use labeljoin::config::Pipeline;
 use labeljoin::gen::{write_files, GenConfig};
-use labeljoin::run::{run, RunOptions};
+use labeljoin::run::{run, Cluster, RunOptions};
 
 // The dataflow allocates many small short-lived records; mimalloc halves their cost.
 #[global_allocator]
@@ -36,6 +37,15 @@ enum Command {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Number of processes of this job (timely cluster mode; each runs this command).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Index of this process, from 0.
+        #[arg(long, default_value_t = 0)]
+        process: usize,
+        /// File with one `host:port` per process (default: 127.0.0.1 from port 2101).
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
     },
     /// Check a pipeline file and print what it declares.
     Validate {
@@ -140,14 +150,19 @@ fn main_inner() -> anyhow::Result<()> {
             output,
             workers,
             quiet,
+            processes,
+            process,
+            hostfile,
         } => {
             let p = Pipeline::load(&pipeline)?;
+            let cluster = cluster(processes, process, hostfile)?;
             let s = run(
                 p,
                 &RunOptions {
                     output,
                     workers,
                     progress: !quiet,
+                    cluster,
                 },
             )?;
             println!(
@@ -218,4 +233,40 @@ fn main_inner() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The cluster settings of `run`, checked.
+fn cluster(
+    processes: usize,
+    process: usize,
+    hostfile: Option<PathBuf>,
+) -> anyhow::Result<Option<Cluster>> {
+    if processes <= 1 {
+        return Ok(None);
+    }
+    if process >= processes {
+        anyhow::bail!("--process {process} must be below --processes {processes}");
+    }
+    let Some(file) = hostfile else {
+        return Ok(Some(Cluster::loopback(process, processes, 2101)));
+    };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("--hostfile {}", file.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if addresses.len() < processes {
+        anyhow::bail!(
+            "--hostfile {} lists {} addresses; --processes needs {processes}",
+            file.display(),
+            addresses.len()
+        );
+    }
+    Ok(Some(Cluster {
+        process,
+        addresses: addresses[..processes].to_vec(),
+    }))
 }

@@ -27,6 +27,29 @@ pub struct RunOptions {
     pub workers: usize,
     /// Show a progress line (stderr TTY) or periodic progress logs.
     pub progress: bool,
+    /// Run as one process of several (timely cluster mode); `None` = this process alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// This process's place among the processes of one job. Every process reads the same
+/// pipeline and writes to the same output directory (shared by all processes); each
+/// worker owns the partitions and keys that hash to it, wherever it runs.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Index of this process, from 0.
+    pub process: usize,
+    /// `host:port` of every process, by index.
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// `processes` processes on this machine, listening on 127.0.0.1 from `base_port`.
+    pub fn loopback(process: usize, processes: usize, base_port: u16) -> Self {
+        let addresses = (0..processes)
+            .map(|i| format!("127.0.0.1:{}", base_port as usize + i))
+            .collect();
+        Cluster { process, addresses }
+    }
 }
 
 impl Default for RunOptions {
@@ -35,6 +58,7 @@ impl Default for RunOptions {
             output: None,
             workers: 1,
             progress: false,
+            cluster: None,
         }
     }
 }
@@ -65,7 +89,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         parts,
         output.clone(),
         metrics.clone(),
-        opts.workers,
+        opts,
     );
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
@@ -76,10 +100,12 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let summary = metrics.snapshot();
     let mut doc = serde_json::to_value(&summary)?;
     doc["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
-    std::fs::write(
-        output.join("summary.json"),
-        serde_json::to_vec_pretty(&doc)?,
-    )?;
+    // Counters are per process: each process of a cluster writes its own summary.
+    let name = match &opts.cluster {
+        Some(c) => format!("summary.process-{}.json", c.process),
+        None => "summary.json".to_string(),
+    };
+    std::fs::write(output.join(name), serde_json::to_vec_pretty(&doc)?)?;
     Ok(summary)
 }
 
@@ -88,9 +114,22 @@ fn execute(
     parts: Vec<PartitionSpec>,
     output: PathBuf,
     metrics: Arc<Metrics>,
-    workers: usize,
+    opts: &RunOptions,
 ) -> anyhow::Result<()> {
-    let config = timely::Config::process(workers.max(1));
+    let threads = opts.workers.max(1);
+    let config = match &opts.cluster {
+        None => timely::Config::process(threads),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads,
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
     let guards = timely::execute(config, move |worker| {
         let side = Rc::new(RefCell::new(SideSinks::new(&output, worker.index())));
         let built = worker.dataflow::<Time, _, _>(|scope| {
@@ -105,7 +144,7 @@ fn execute(
         });
         while !built.done.done() {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            if worker.index() == 0 {
+            if worker.index() % threads == 0 {
                 let w = built
                     .watermark
                     .with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));

@@ -22,6 +22,7 @@ fn contract_fixture_gives_its_hand_checked_rows() {
                 output: Some(out.clone()),
                 workers,
                 progress: false,
+                cluster: None,
             },
         )
         .unwrap();

@@ -42,6 +42,7 @@ impl Scratch {
                 output: Some(out.clone()),
                 workers,
                 progress: false,
+                cluster: None,
             },
         )
         .unwrap();
@@ -58,6 +59,7 @@ pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
             output: Some(out.to_path_buf()),
             workers,
             progress: false,
+            cluster: None,
         },
     )
     .unwrap();

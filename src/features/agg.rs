@@ -243,6 +243,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn empty_value_is_what_a_fresh_state_reads() {
+        use crate::config::Agg::*;
+        for agg in [
+            Count,
+            Sum,
+            Mean,
+            Min,
+            Max,
+            Last,
+            DistinctCount,
+            TimeSinceLast,
+        ] {
+            for window in [None, Some(3_600_000)] {
+                let spec = FeatureSpec {
+                    name: "f".into(),
+                    agg,
+                    stream: 0,
+                    field: None,
+                    window,
+                    ratio: None,
+                };
+                assert_eq!(
+                    AggState::empty_value(&spec),
+                    AggState::new(&spec).read(&spec, 1_000),
+                    "{agg:?} {window:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn state_stays_small() {
         assert!(
             std::mem::size_of::<AggState>() <= 24,

@@ -9,7 +9,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use super::agg::{fill_ratios, AggState};
+use super::agg::AggState;
 use crate::config::{Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::event::{stable_hash, Event, Value};
@@ -120,26 +120,6 @@ impl Tables {
     pub fn new(pipeline: Arc<Pipeline>) -> Self {
         let state = pipeline.tables.iter().map(|_| HashMap::default()).collect();
         Tables { pipeline, state }
-    }
-
-    /// Values of `table` for `key` as of just before `now`, ratios included.
-    pub fn read(&mut self, table: usize, key: &str, now: Time) -> Vec<Option<f64>> {
-        let spec = &self.pipeline.tables[table];
-        let mut values: Vec<Option<f64>> = match self.state[table].get_mut(key) {
-            Some(states) => spec
-                .features
-                .iter()
-                .zip(states.iter_mut())
-                .map(|(f, s)| s.read(f, now))
-                .collect(),
-            None => spec
-                .features
-                .iter()
-                .map(|f| AggState::new(f).read(f, now))
-                .collect(),
-        };
-        fill_ratios(&spec.features, &mut values);
-        values
     }
 
     /// Processes the records of one (time, table, key): first every lookup (state of

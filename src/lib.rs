@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod run;
 pub mod sinks;
 pub mod sources;
+pub mod tables;
 pub mod time;

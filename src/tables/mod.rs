@@ -1,0 +1,7 @@
+//! Lookup tables: versioned, time-travel key -> row stores in RocksDB, and their snapshots.
+
+pub mod keys;
+pub mod snapshot;
+pub mod store;
+
+pub use store::{StoreError, TableStore, Version};

@@ -54,6 +54,21 @@ enum Command {
     },
     /// Write seeded synthetic impressions, clicks and predictions (JSON lines).
     Gen(GenArgs),
+    /// Measure the versioned table store alone: writes, get(as_of) latency, disk bytes.
+    BenchStore {
+        /// Keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Versions per key.
+        #[arg(long, default_value_t = 10)]
+        versions: u64,
+        /// Timed random reads.
+        #[arg(long, default_value_t = 1_000_000)]
+        gets: u64,
+        /// Work directory (removed and rewritten).
+        #[arg(long, default_value = "target/bench-store")]
+        dir: PathBuf,
+    },
     /// Generate events and measure the reference pipeline on them (see docs/PERFORMANCE.md).
     Bench {
         /// Impressions to generate (about 1.15 events each).
@@ -201,6 +216,20 @@ fn main_inner() -> anyhow::Result<()> {
             println!(
                 "events {} | rows {} | {:.2} s | {:.0} events/s | peak RSS {:.0} MiB | {} held at peak | {:.0} B per held example",
                 r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example
+            );
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::BenchStore {
+            keys,
+            versions,
+            gets,
+            dir,
+        } => {
+            let r = labeljoin::tables::bench::bench_store(&dir, keys, versions, gets)?;
+            println!(
+                "{} keys x {} versions | {:.0} versions/s written | {:.1} B per version on disk | get p50 {:.1} us, p99 {:.1} us, max {:.0} us",
+                r.keys, r.versions_per_key, r.versions_per_second, r.disk_bytes_per_version, r.get_p50_us, r.get_p99_us, r.get_max_us
             );
             println!("{}", serde_json::to_string(&r)?);
             Ok(())

@@ -1,5 +1,6 @@
 //! Lookup tables: versioned, time-travel key -> row stores in RocksDB, and their snapshots.
 
+pub mod bench;
 pub mod keys;
 pub mod snapshot;
 pub mod store;

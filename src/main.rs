@@ -46,6 +46,9 @@ enum Command {
         /// File with one `host:port` per process (default: 127.0.0.1 from port 2101).
         #[arg(long)]
         hostfile: Option<PathBuf>,
+        /// State directory: write every table change as a version (RocksDB) for time travel.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Check a pipeline file and print what it declares.
     Validate {
@@ -168,6 +171,7 @@ fn main_inner() -> anyhow::Result<()> {
             processes,
             process,
             hostfile,
+            state,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let cluster = cluster(processes, process, hostfile)?;
@@ -178,6 +182,7 @@ fn main_inner() -> anyhow::Result<()> {
                     workers,
                     progress: !quiet,
                     cluster,
+                    state,
                 },
             )?;
             println!(

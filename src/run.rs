@@ -16,6 +16,7 @@ use crate::sinks::schema::write_schema;
 use crate::sinks::side::SideSinks;
 use crate::sources::reader::PartitionReader;
 use crate::sources::{partitions, PartitionSpec};
+use crate::tables::TableStore;
 use crate::time::{display, Time};
 
 /// How to run a pipeline.
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Run as one process of several (timely cluster mode); `None` = this process alone.
     pub cluster: Option<Cluster>,
+    /// State directory: every table change is written there as a version (RocksDB).
+    pub state: Option<PathBuf>,
 }
 
 /// This process's place among the processes of one job. Every process reads the same
@@ -59,6 +62,7 @@ impl Default for RunOptions {
             workers: 1,
             progress: false,
             cluster: None,
+            state: None,
         }
     }
 }
@@ -75,6 +79,13 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         .unwrap_or_else(|| pipeline.output.dir.clone());
     write_schema(&pipeline, &output)
         .with_context(|| format!("cannot write to output {}", output.display()))?;
+    let store = match &opts.state {
+        Some(dir) => {
+            let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
+            Some(Arc::new(TableStore::open(dir, &names)?))
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let started = Instant::now();
     tracing::info!(pipeline = %pipeline.name, partitions = parts.len(), workers = opts.workers,
@@ -90,6 +101,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         output.clone(),
         metrics.clone(),
         opts,
+        store,
     );
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
@@ -115,6 +127,7 @@ fn execute(
     output: PathBuf,
     metrics: Arc<Metrics>,
     opts: &RunOptions,
+    store: Option<Arc<TableStore>>,
 ) -> anyhow::Result<()> {
     let threads = opts.workers.max(1);
     let config = match &opts.cluster {
@@ -140,6 +153,7 @@ fn execute(
                 output.clone(),
                 metrics.clone(),
                 side.clone(),
+                store.clone(),
             )
         });
         while !built.done.done() {

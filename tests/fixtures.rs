@@ -23,6 +23,7 @@ fn contract_fixture_gives_its_hand_checked_rows() {
                 workers,
                 progress: false,
                 cluster: None,
+                state: None,
             },
         )
         .unwrap();

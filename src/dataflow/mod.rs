@@ -24,6 +24,7 @@ use crate::sinks::commit::committer;
 use crate::sinks::partition::partition_writer;
 use crate::sinks::side::SideSinks;
 use crate::sources::PartitionSpec;
+use crate::tables::TableStore;
 use crate::time::Time;
 
 /// Handles the caller keeps to watch a built dataflow.
@@ -42,6 +43,7 @@ pub fn build(
     output: PathBuf,
     metrics: Arc<Metrics>,
     side: Rc<RefCell<SideSinks>>,
+    store: Option<Arc<TableStore>>,
 ) -> Built {
     let watermark = ProbeHandle::new();
     let done = ProbeHandle::new();
@@ -67,6 +69,7 @@ pub fn build(
             out
         }),
         pipeline.clone(),
+        store,
     )
     .map(LabelInput::Fragment);
 

@@ -128,6 +128,15 @@ impl AggState {
         }
     }
 
+    /// Time of the latest event applied (`last` and `time_since_last` states).
+    pub fn last_time(&self) -> Option<Time> {
+        match self {
+            AggState::Last(NEVER, _) => None,
+            AggState::Last(t, _) => Some(*t),
+            _ => None,
+        }
+    }
+
     /// Rough heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         match self {

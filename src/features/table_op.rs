@@ -13,7 +13,9 @@ use super::agg::AggState;
 use crate::config::{Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::event::{stable_hash, Event, Value};
+use crate::dataflow::time_queue::TimeQueue;
 use crate::label::pending::put_numbers;
+use crate::tables::{row, TableStore};
 use crate::time::Time;
 
 /// An event routed to one table under one key, carrying only what the table reads.
@@ -113,13 +115,72 @@ pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
 pub struct Tables {
     pipeline: Arc<Pipeline>,
     state: Vec<HashMap<CompactString, Box<[AggState]>>>,
+    versions: Option<Versions>,
+}
+
+/// Versions of changed rows on their way to the store (with `--state`).
+struct Versions {
+    store: Arc<TableStore>,
+    /// Per table: (key, version time, encoded row).
+    pending: Vec<Vec<(CompactString, Time, Vec<u8>)>>,
+    /// When a windowed value changes without an event: an event leaves the window at
+    /// `time + window` (the version at that instant reads without it).
+    expiries: TimeQueue<(u16, CompactString)>,
+    /// Per table: its distinct window lengths.
+    windows: Vec<Vec<Time>>,
 }
 
 impl Tables {
-    /// Empty tables.
-    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+    /// Empty tables; with a store, every change becomes a version in it.
+    pub fn new(pipeline: Arc<Pipeline>, store: Option<Arc<TableStore>>) -> Self {
         let state = pipeline.tables.iter().map(|_| HashMap::default()).collect();
-        Tables { pipeline, state }
+        let versions = store.map(|store| Versions {
+            store,
+            pending: pipeline.tables.iter().map(|_| Vec::new()).collect(),
+            expiries: TimeQueue::default(),
+            windows: pipeline
+                .tables
+                .iter()
+                .map(|t| {
+                    let mut w: Vec<Time> = t.features.iter().filter_map(|f| f.window).collect();
+                    w.sort_unstable();
+                    w.dedup();
+                    w
+                })
+                .collect(),
+        });
+        Tables { pipeline, state, versions }
+    }
+
+    /// Writes the versions of every expiry instant before `before`, in time order.
+    fn expire_before(&mut self, before: Time) {
+        let Some(v) = self.versions.as_mut() else { return };
+        let mut due = Vec::new();
+        v.expiries.take_before(before, &mut due);
+        due.sort_unstable_by(|a, b| (a.0, a.1 .0, &a.1 .1).cmp(&(b.0, b.1 .0, &b.1 .1)));
+        for (t, (table, key)) in due {
+            let spec = &self.pipeline.tables[table as usize];
+            if let Some(states) = self.state[table as usize].get_mut(&key) {
+                let mut row = Vec::new();
+                row::encode(&spec.features, states, t, &mut row);
+                v.pending[table as usize].push((key, t, row));
+            }
+        }
+    }
+
+    /// Sends this pass's versions to the store, one batch per table.
+    fn flush_versions(&mut self) {
+        let Some(v) = self.versions.as_mut() else { return };
+        for (spec, pending) in self.pipeline.tables.iter().zip(v.pending.iter_mut()) {
+            if pending.is_empty() {
+                continue;
+            }
+            let batch = pending.iter().map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
+            if let Err(e) = v.store.put_versions(&spec.name, batch) {
+                panic!("cannot write versions of table {}: {e}", spec.name);
+            }
+            pending.clear();
+        }
     }
 
     /// Processes the records of one (time, table, key): first every lookup (state of
@@ -174,6 +235,9 @@ impl Tables {
             });
         }
         let Some(states) = states else { return };
+        if !run.iter().any(|r| r.update) {
+            return;
+        }
         for r in run.iter().filter(|r| r.update) {
             let mut values = r.values.iter();
             for (f, s) in spec.features.iter().zip(states.iter_mut()) {
@@ -184,6 +248,14 @@ impl Tables {
                     };
                     s.apply(f, r.time, value);
                 }
+            }
+        }
+            if let Some(v) = self.versions.as_mut() {
+            let mut row = Vec::new();
+            row::encode(&spec.features, states, now, &mut row);
+            v.pending[table].push((first.key.clone(), now, row));
+            for w in &v.windows[table] {
+                v.expiries.push(now + w, (table as u16, first.key.clone()));
             }
         }
     }
@@ -221,10 +293,11 @@ impl Drop for Tables {
 pub fn table_operator<'scope>(
     records: StreamVec<'scope, Time, TableRecord>,
     pipeline: Arc<Pipeline>,
+    store: Option<Arc<TableStore>>,
 ) -> StreamVec<'scope, Time, Fragment> {
     let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
     records.unary_frontier(pact, "Tables", move |_cap, _info| {
-        let mut tables = Tables::new(pipeline);
+        let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
         let mut buffer: Vec<TableRecord> = Vec::new();
         let mut done_below = 0;
@@ -235,7 +308,6 @@ pub fn table_operator<'scope>(
                 held.hold(&cap, port);
                 buffer.append(data);
             });
-            let Some(cap) = held.get() else { return };
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark == done_below {
                 return;
@@ -246,16 +318,16 @@ pub fn table_operator<'scope>(
             let mut order: Vec<&TableRecord> = ready.iter().collect();
             order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
             let mut fragments = Vec::new();
-            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
-            {
-                tables.process_run(
-                    run,
-                    &mut fragments,
-                    &mut segment_size[run[0].table as usize],
-                );
+            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
+                tables.expire_before(run[0].time);
+                tables.process_run(run, &mut fragments, &mut segment_size[run[0].table as usize]);
             }
-            if !fragments.is_empty() {
-                output.session(cap).give_iterator(fragments.into_iter());
+            tables.expire_before(watermark);
+            tables.flush_versions();
+            if let Some(cap) = held.get() {
+                if !fragments.is_empty() {
+                    output.session(cap).give_iterator(fragments.into_iter());
+                }
             }
             held.settle(buffer.iter().map(|r| r.time).min());
         }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod keys;
+pub mod row;
 pub mod snapshot;
 pub mod store;
 

@@ -43,6 +43,7 @@ impl Scratch {
                 workers,
                 progress: false,
                 cluster: None,
+                state: None,
             },
         )
         .unwrap();
@@ -60,6 +61,7 @@ pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
             workers,
             progress: false,
             cluster: None,
+                state: None,
         },
     )
     .unwrap();

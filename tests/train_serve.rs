@@ -1,0 +1,67 @@
+//! DESIGN.md clause 8, train/serve consistency: for every emitted row, each table read
+//! `as_of = event_time - 1 ms` from the state directory equals the row's features.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use labeljoin::config::Pipeline;
+use labeljoin::event::write_num;
+use labeljoin::features::agg::{fill_ratios, AggState};
+use labeljoin::run::{run, RunOptions};
+use labeljoin::tables::{row, TableStore};
+
+/// Impression id -> its fields, from the fixture (malformed lines skipped).
+fn impressions(path: &Path) -> HashMap<String, serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("id")?.as_str()?.to_string(), v)))
+        .collect()
+}
+
+fn text(v: Option<f64>) -> String {
+    let mut s = String::new();
+    if let Some(n) = v {
+        write_num(n, &mut s);
+    }
+    s
+}
+
+#[test]
+fn every_rows_features_equal_the_tables_as_of_one_ms_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap();
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    let opts = RunOptions { output: Some(out.clone()), workers: 2, state: Some(state.clone()), ..Default::default() };
+    let summary = run(pipeline.clone(), &opts).unwrap();
+    let rows = common::Outcome { summary, out }.rows();
+    let events = impressions(Path::new("fixtures/ad_clicks/impressions.jsonl"));
+    let store = TableStore::open_read_only(&state).unwrap();
+
+    let mut checked = 0;
+    for (id, r) in &rows {
+        let ev = &events[id];
+        let as_of = r["event_time"].parse::<u64>().unwrap() - 1;
+        for t in &pipeline.tables {
+            let key: Vec<&str> = t.key_names.iter().map(|k| ev[k.as_str()].as_str().unwrap()).collect();
+            let key = key.join("|");
+            let values = match store.get(&t.name, key.as_bytes(), as_of).unwrap() {
+                Some((_, bytes)) => row::decode(&t.features, &bytes, as_of),
+                None => {
+                    let mut v: Vec<Option<f64>> = t.features.iter().map(AggState::empty_value).collect();
+                    fill_ratios(&t.features, &mut v);
+                    v
+                }
+            };
+            for (f, v) in t.features.iter().zip(values) {
+                assert_eq!(text(v), r[&f.name], "{id} {}: table {} key {key} as of {as_of}", f.name, t.name);
+                checked += 1;
+            }
+        }
+    }
+    assert!(rows.len() > 4_900 && checked > 4_900 * 18, "{} rows, {checked} values", rows.len());
+}

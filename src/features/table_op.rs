@@ -12,8 +12,8 @@ use timely::dataflow::StreamVec;
 use super::agg::AggState;
 use crate::config::{Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
-use crate::event::{stable_hash, Event, Value};
 use crate::dataflow::time_queue::TimeQueue;
+use crate::event::{stable_hash, Event, Value};
 use crate::label::pending::put_numbers;
 use crate::tables::{row, TableStore};
 use crate::time::Time;
@@ -149,12 +149,18 @@ impl Tables {
                 })
                 .collect(),
         });
-        Tables { pipeline, state, versions }
+        Tables {
+            pipeline,
+            state,
+            versions,
+        }
     }
 
     /// Writes the versions of every expiry instant before `before`, in time order.
     fn expire_before(&mut self, before: Time) {
-        let Some(v) = self.versions.as_mut() else { return };
+        let Some(v) = self.versions.as_mut() else {
+            return;
+        };
         let mut due = Vec::new();
         v.expiries.take_before(before, &mut due);
         due.sort_unstable_by(|a, b| (a.0, a.1 .0, &a.1 .1).cmp(&(b.0, b.1 .0, &b.1 .1)));
@@ -170,12 +176,16 @@ impl Tables {
 
     /// Sends this pass's versions to the store, one batch per table.
     fn flush_versions(&mut self) {
-        let Some(v) = self.versions.as_mut() else { return };
+        let Some(v) = self.versions.as_mut() else {
+            return;
+        };
         for (spec, pending) in self.pipeline.tables.iter().zip(v.pending.iter_mut()) {
             if pending.is_empty() {
                 continue;
             }
-            let batch = pending.iter().map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
+            let batch = pending
+                .iter()
+                .map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
             if let Err(e) = v.store.put_versions(&spec.name, batch) {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
@@ -250,7 +260,7 @@ impl Tables {
                 }
             }
         }
-            if let Some(v) = self.versions.as_mut() {
+        if let Some(v) = self.versions.as_mut() {
             let mut row = Vec::new();
             row::encode(&spec.features, states, now, &mut row);
             v.pending[table].push((first.key.clone(), now, row));
@@ -318,9 +328,14 @@ pub fn table_operator<'scope>(
             let mut order: Vec<&TableRecord> = ready.iter().collect();
             order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
             let mut fragments = Vec::new();
-            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
+            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
+            {
                 tables.expire_before(run[0].time);
-                tables.process_run(run, &mut fragments, &mut segment_size[run[0].table as usize]);
+                tables.process_run(
+                    run,
+                    &mut fragments,
+                    &mut segment_size[run[0].table as usize],
+                );
             }
             tables.expire_before(watermark);
             tables.flush_versions();

@@ -15,10 +15,14 @@ use crate::time::Time;
 pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out: &mut Vec<u8>) {
     let stored = specs.iter().filter(|f| f.ratio.is_none()).count();
     let now = version + 1;
-    let values = specs.iter().zip(states.iter_mut()).filter(|(f, _)| f.ratio.is_none()).map(|(f, s)| match f.agg {
-        Agg::TimeSinceLast => s.last_time().map(|t| t as f64),
-        _ => s.read(f, now),
-    });
+    let values = specs
+        .iter()
+        .zip(states.iter_mut())
+        .filter(|(f, _)| f.ratio.is_none())
+        .map(|(f, s)| match f.agg {
+            Agg::TimeSinceLast => s.last_time().map(|t| t as f64),
+            _ => s.read(f, now),
+        });
     put_numbers(out, 0, stored, values);
 }
 

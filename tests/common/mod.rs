@@ -61,7 +61,7 @@ pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
             workers,
             progress: false,
             cluster: None,
-                state: None,
+            state: None,
         },
     )
     .unwrap();

@@ -9,6 +9,7 @@ use labeljoin::bench::{bench, default_dir, BenchOptions};
 use labeljoin::config::Pipeline;
 use labeljoin::gen::{write_files, GenConfig};
 use labeljoin::run::{run, Cluster, RunOptions};
+use labeljoin::time::TimeFormat;
 
 // The dataflow allocates many small short-lived records; mimalloc halves their cost.
 #[global_allocator]
@@ -57,6 +58,22 @@ enum Command {
     },
     /// Write seeded synthetic impressions, clicks and predictions (JSON lines).
     Gen(GenArgs),
+    /// Read a table of a state (or snapshot) directory: one key as of a time, or its history.
+    Query {
+        /// Table name.
+        table: String,
+        /// Key (key fields joined by `|`).
+        key: String,
+        /// State or snapshot directory.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+        /// Event time (epoch ms or RFC 3339): the row after all events at or before it.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Every version in `FROM..TO` (epoch ms or RFC 3339) instead.
+        #[arg(long)]
+        history: Option<String>,
+    },
     /// Measure the versioned table store alone: writes, get(as_of) latency, disk bytes.
     BenchStore {
         /// Keys.
@@ -223,6 +240,50 @@ fn main_inner() -> anyhow::Result<()> {
                 r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example
             );
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::Query {
+            table,
+            key,
+            state,
+            as_of,
+            history,
+        } => {
+            let reader = labeljoin::tables::TableReader::open(&state)?;
+            let time = |s: &str| {
+                TimeFormat::Auto
+                    .parse_str(s)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            };
+            let json = |t: u64, values: Vec<(String, Option<f64>)>| {
+                let mut row = serde_json::Map::new();
+                row.insert("version_time".into(), serde_json::json!(t));
+                row.extend(values.into_iter().map(|(k, v)| (k, serde_json::json!(v))));
+                serde_json::Value::Object(row)
+            };
+            match history {
+                Some(range) => {
+                    let (from, to) = range
+                        .split_once("..")
+                        .ok_or_else(|| anyhow::anyhow!("--history wants FROM..TO"))?;
+                    for (t, values) in reader.history(&table, &key, time(from)?, time(to)?)? {
+                        println!("{}", json(t, values));
+                    }
+                }
+                None => {
+                    // Without --as-of: the newest version, read at its own time.
+                    let as_of = match as_of.as_deref().map(time).transpose()? {
+                        Some(t) => t,
+                        None => reader
+                            .get(&table, &key, u64::MAX - 1)?
+                            .map_or(0, |(t, _)| t),
+                    };
+                    match reader.get(&table, &key, as_of)? {
+                        Some((t, values)) => println!("{}", json(t, values)),
+                        None => println!("null"),
+                    }
+                }
+            }
             Ok(())
         }
         Command::BenchStore {

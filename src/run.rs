@@ -82,7 +82,9 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let store = match &opts.state {
         Some(dir) => {
             let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
-            Some(Arc::new(TableStore::open(dir, &names)?))
+            let store = TableStore::open(dir, &names)?;
+            crate::tables::write_schema(dir, &pipeline)?;
+            Some(Arc::new(store))
         }
         None => None,
     };

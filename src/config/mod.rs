@@ -149,7 +149,8 @@ pub struct EventFeature {
 }
 
 /// Aggregation kinds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Agg {
     /// Number of events.
     Count,
@@ -172,7 +173,7 @@ pub enum Agg {
 }
 
 /// A validated table feature.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSpec {
     /// Column name.
     pub name: String,

@@ -7,3 +7,87 @@ pub mod snapshot;
 pub mod store;
 
 pub use store::{StoreError, TableStore, Version};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{FeatureSpec, Pipeline};
+use crate::time::Time;
+
+/// File in a state directory naming every table's columns, so reads need no pipeline file.
+const SCHEMA: &str = "tables.json";
+
+/// Writes the tables' column specs into a state directory.
+pub fn write_schema(state: &Path, pipeline: &Pipeline) -> std::io::Result<()> {
+    let schema: BTreeMap<&str, &[FeatureSpec]> = pipeline
+        .tables
+        .iter()
+        .map(|t| (t.name.as_str(), t.features.as_slice()))
+        .collect();
+    std::fs::write(state.join(SCHEMA), serde_json::to_vec_pretty(&schema)?)
+}
+
+/// Reads one table of a state (or snapshot) directory: its versions decoded to named
+/// feature values, as of `as_of` (or each version's own time for history).
+pub struct TableReader {
+    store: TableStore,
+    schema: BTreeMap<String, Vec<FeatureSpec>>,
+}
+
+impl TableReader {
+    /// Opens a state or snapshot directory read-only.
+    pub fn open(dir: &Path) -> anyhow::Result<TableReader> {
+        let store = TableStore::open_read_only(dir)?;
+        let text = std::fs::read(dir.join(SCHEMA)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: no {SCHEMA} ({e}); was this state written by `run --state`?",
+                dir.display()
+            )
+        })?;
+        Ok(TableReader {
+            store,
+            schema: serde_json::from_slice(&text)?,
+        })
+    }
+
+    fn specs(&self, table: &str) -> anyhow::Result<&[FeatureSpec]> {
+        self.schema.get(table).map(Vec::as_slice).ok_or_else(|| {
+            let known: Vec<&String> = self.schema.keys().collect();
+            anyhow::anyhow!("no table {table:?}; tables: {known:?}")
+        })
+    }
+
+    /// The row of `key` after all events `<= as_of`, with the version time it comes from.
+    pub fn get(
+        &self,
+        table: &str,
+        key: &str,
+        as_of: Time,
+    ) -> anyhow::Result<Option<(Time, Vec<(String, Option<f64>)>)>> {
+        let specs = self.specs(table)?;
+        Ok(self
+            .store
+            .get(table, key.as_bytes(), as_of)?
+            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, as_of)))))
+    }
+
+    /// Every version of `key` in `[from, to]`, each read at its own time.
+    pub fn history(
+        &self,
+        table: &str,
+        key: &str,
+        from: Time,
+        to: Time,
+    ) -> anyhow::Result<Vec<(Time, Vec<(String, Option<f64>)>)>> {
+        let specs = self.specs(table)?;
+        let versions = self.store.history(table, key.as_bytes(), from, to)?;
+        Ok(versions
+            .into_iter()
+            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, t))))
+            .collect())
+    }
+}
+
+fn named(specs: &[FeatureSpec], values: Vec<Option<f64>>) -> Vec<(String, Option<f64>)> {
+    specs.iter().map(|f| f.name.clone()).zip(values).collect()
+}

@@ -27,6 +27,9 @@ pub fn write_schema(state: &Path, pipeline: &Pipeline) -> std::io::Result<()> {
     std::fs::write(state.join(SCHEMA), serde_json::to_vec_pretty(&schema)?)
 }
 
+/// A decoded row: the time of the version it comes from, and each feature by name.
+pub type NamedRow = (Time, Vec<(String, Option<f64>)>);
+
 /// Reads one table of a state (or snapshot) directory: its versions decoded to named
 /// feature values, as of `as_of` (or each version's own time for history).
 pub struct TableReader {
@@ -58,12 +61,7 @@ impl TableReader {
     }
 
     /// The row of `key` after all events `<= as_of`, with the version time it comes from.
-    pub fn get(
-        &self,
-        table: &str,
-        key: &str,
-        as_of: Time,
-    ) -> anyhow::Result<Option<(Time, Vec<(String, Option<f64>)>)>> {
+    pub fn get(&self, table: &str, key: &str, as_of: Time) -> anyhow::Result<Option<NamedRow>> {
         let specs = self.specs(table)?;
         Ok(self
             .store
@@ -78,7 +76,7 @@ impl TableReader {
         key: &str,
         from: Time,
         to: Time,
-    ) -> anyhow::Result<Vec<(Time, Vec<(String, Option<f64>)>)>> {
+    ) -> anyhow::Result<Vec<NamedRow>> {
         let specs = self.specs(table)?;
         let versions = self.store.history(table, key.as_bytes(), from, to)?;
         Ok(versions

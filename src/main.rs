@@ -50,7 +50,13 @@ enum Command {
         /// State directory: write every table change as a version (RocksDB) for time travel.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// With --state: snapshot every this much event time (e.g. 1h) and at the end.
+        #[arg(long)]
+        snapshot_every: Option<String>,
     },
+    /// List or restore snapshots of a state directory.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Check a pipeline file and print what it declares.
     Validate {
         /// Pipeline file.
@@ -103,6 +109,27 @@ enum Command {
         /// Pipeline to run on the generated inputs.
         #[arg(long, default_value = "pipelines/ad_clicks.toml")]
         pipeline: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Snapshots of a state directory, oldest first (version, watermark, bytes, checksum).
+    List {
+        /// State directory.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+    },
+    /// Verify a snapshot and copy it to a new state directory.
+    Restore {
+        /// Snapshot version.
+        version: u64,
+        /// State directory holding the snapshot.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+        /// New state directory (must not exist).
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -189,6 +216,7 @@ fn main_inner() -> anyhow::Result<()> {
             process,
             hostfile,
             state,
+            snapshot_every,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let cluster = cluster(processes, process, hostfile)?;
@@ -200,6 +228,11 @@ fn main_inner() -> anyhow::Result<()> {
                     progress: !quiet,
                     cluster,
                     state,
+                    snapshot_every: snapshot_every
+                        .as_deref()
+                        .map(labeljoin::time::parse_duration)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?,
                 },
             )?;
             println!(
@@ -240,6 +273,29 @@ fn main_inner() -> anyhow::Result<()> {
                 r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example
             );
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::List { state }) => {
+            for m in labeljoin::tables::snapshot::list(&state) {
+                println!(
+                    "{}\twatermark {}\t{} bytes\t{}\ttables {}",
+                    m.version,
+                    labeljoin::time::display(m.watermark),
+                    m.bytes,
+                    m.checksum,
+                    m.tables.join(",")
+                );
+            }
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Restore { version, state, to }) => {
+            let m = labeljoin::tables::snapshot::restore(&state, version, &to)?;
+            println!(
+                "restored snapshot {} (watermark {}) to {}",
+                m.version,
+                labeljoin::time::display(m.watermark),
+                to.display()
+            );
             Ok(())
         }
         Command::Query {

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub cluster: Option<Cluster>,
     /// State directory: every table change is written there as a version (RocksDB).
     pub state: Option<PathBuf>,
+    /// With a state directory: snapshot it each time the watermark crosses a multiple of
+    /// this much event time, and once at the end.
+    pub snapshot_every: Option<Time>,
 }
 
 /// This process's place among the processes of one job. Every process reads the same
@@ -63,6 +66,7 @@ impl Default for RunOptions {
             progress: false,
             cluster: None,
             state: None,
+            snapshot_every: None,
         }
     }
 }
@@ -83,6 +87,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         Some(dir) => {
             let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
             let store = TableStore::open(dir, &names)?;
+            store.expect_writers(opts.workers.max(1));
             crate::tables::write_schema(dir, &pipeline)?;
             Some(Arc::new(store))
         }
@@ -97,6 +102,15 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let progress = opts
         .progress
         .then(|| spawn_progress(metrics.clone(), stop.clone()));
+    let snapshots = match (&store, &opts.state, opts.snapshot_every) {
+        (Some(store), Some(dir), Some(every)) => Some(spawn_snapshots(
+            store.clone(),
+            dir.clone(),
+            every.max(1),
+            stop.clone(),
+        )),
+        _ => None,
+    };
     let result = execute(
         Arc::new(pipeline),
         parts,
@@ -108,6 +122,11 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
+    }
+    if let Some(handle) = snapshots {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the snapshot thread failed"))??;
     }
     result?;
 
@@ -180,6 +199,43 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// Snapshots the state each time every worker's versions pass a multiple of `every`
+/// (event time), and once more when the run ends.
+fn spawn_snapshots(
+    store: Arc<TableStore>,
+    dir: PathBuf,
+    every: Time,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    use crate::tables::snapshot;
+    std::thread::spawn(move || {
+        let mut version = snapshot::list(&dir).last().map_or(1, |m| m.version + 1);
+        let mut next_due: Option<Time> = None;
+        loop {
+            let done = stop.load(Ordering::Relaxed);
+            let written = store.written_through();
+            match next_due {
+                None if written > 0 && written < Time::MAX => {
+                    next_due = Some((written / every + 1) * every)
+                }
+                Some(due) if written >= due && written < Time::MAX => {
+                    let m = snapshot::create(&store, &dir, version, written)?;
+                    tracing::info!(version, watermark = %display(written), bytes = m.bytes, "snapshot");
+                    version += 1;
+                    next_due = Some((written / every + 1) * every);
+                }
+                _ => {}
+            }
+            if done {
+                let m = snapshot::create(&store, &dir, version, written)?;
+                tracing::info!(version, bytes = m.bytes, "final snapshot");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
 }
 
 /// One line of progress text.

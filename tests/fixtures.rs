@@ -24,6 +24,7 @@ fn contract_fixture_gives_its_hand_checked_rows() {
                 progress: false,
                 cluster: None,
                 state: None,
+                snapshot_every: None,
             },
         )
         .unwrap();

@@ -108,3 +108,42 @@ fn talkingdata_rows_equal_the_tables_as_of_one_ms_before() {
     });
     assert_eq!(rows, 100_000);
 }
+
+#[test]
+fn a_run_with_snapshots_leaves_a_restorable_final_snapshot() {
+    use labeljoin::tables::{snapshot, TableReader};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let opts = RunOptions {
+        output: Some(dir.path().join("out")),
+        state: Some(state.clone()),
+        snapshot_every: Some(30 * 60_000),
+        ..Default::default()
+    };
+    run(
+        Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap(),
+        &opts,
+    )
+    .unwrap();
+    let list = snapshot::list(&state);
+    let last = list.last().expect("the final snapshot");
+    assert_eq!(
+        last.watermark,
+        u64::MAX,
+        "the final snapshot is taken after every version is written"
+    );
+    let restored = dir.path().join("restored");
+    snapshot::restore(&state, last.version, &restored).unwrap();
+    let (live, copy) = (
+        TableReader::open(&state).unwrap(),
+        TableReader::open(&restored).unwrap(),
+    );
+    for key in ["u0", "u1", "u42"] {
+        for as_of in [1_700_000_000_000u64, 1_700_001_000_000, 1_700_004_000_000] {
+            assert_eq!(
+                copy.get("user", key, as_of).unwrap(),
+                live.get("user", key, as_of).unwrap()
+            );
+        }
+    }
+}

@@ -174,8 +174,9 @@ impl Tables {
         }
     }
 
-    /// Sends this pass's versions to the store, one batch per table.
-    fn flush_versions(&mut self) {
+    /// Sends this pass's versions to the store, one batch per table, and records that
+    /// `worker` has written everything before `watermark`.
+    fn flush_versions(&mut self, worker: usize, watermark: Time) {
         let Some(v) = self.versions.as_mut() else {
             return;
         };
@@ -191,6 +192,7 @@ impl Tables {
             }
             pending.clear();
         }
+        v.store.mark_written(worker, watermark);
     }
 
     /// Processes the records of one (time, table, key): first every lookup (state of
@@ -306,6 +308,7 @@ pub fn table_operator<'scope>(
     store: Option<Arc<TableStore>>,
 ) -> StreamVec<'scope, Time, Fragment> {
     let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
+    let worker = records.scope().index();
     records.unary_frontier(pact, "Tables", move |_cap, _info| {
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
@@ -338,7 +341,7 @@ pub fn table_operator<'scope>(
                 );
             }
             tables.expire_before(watermark);
-            tables.flush_versions();
+            tables.flush_versions(worker, watermark);
             if let Some(cap) = held.get() {
                 if !fragments.is_empty() {
                     output.session(cap).give_iterator(fragments.into_iter());

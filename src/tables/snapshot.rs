@@ -61,6 +61,11 @@ pub fn create(
         .and_then(|c| c.create_checkpoint(db_dir(&dir)))
         .map_err(|e| err(&e))?;
     fs::write(dir.join("FORMAT"), format!("{FORMAT}\n")).map_err(|e| err(&e))?;
+    // The column schema travels with the data, so `query` reads a snapshot like a state.
+    let schema = store.dir().join("tables.json");
+    if schema.exists() {
+        fs::copy(&schema, dir.join("tables.json")).map_err(|e| err(&e))?;
+    }
     let (files, bytes, checksum) = checksum(&dir).map_err(|e| err(&e))?;
     let manifest = SnapshotManifest {
         version,

@@ -61,6 +61,8 @@ pub type Version = (Time, Vec<u8>);
 pub struct TableStore {
     db: DB,
     dir: PathBuf,
+    /// Per local worker: every version before this time is written (see `written_through`).
+    progress: std::sync::Mutex<Vec<Time>>,
 }
 
 /// The RocksDB directory inside a state (or snapshot) directory.
@@ -96,6 +98,7 @@ impl TableStore {
         Ok(TableStore {
             db,
             dir: dir.to_path_buf(),
+            progress: Default::default(),
         })
     }
 
@@ -111,6 +114,7 @@ impl TableStore {
         Ok(TableStore {
             db,
             dir: dir.to_path_buf(),
+            progress: Default::default(),
         })
     }
 
@@ -213,6 +217,31 @@ impl TableStore {
         it.status().map_err(|e| rocks(&self.dir, e))?;
         self.db.write(batch).map_err(|e| rocks(&self.dir, e))?;
         Ok(removed)
+    }
+
+    /// Declares how many workers of this process write versions.
+    pub fn expect_writers(&self, workers: usize) {
+        *self.progress.lock().unwrap() = vec![0; workers];
+    }
+
+    /// Records that `worker` (global index) has written every version before `watermark`.
+    pub fn mark_written(&self, worker: usize, watermark: Time) {
+        let mut p = self.progress.lock().unwrap();
+        let n = p.len();
+        if n > 0 {
+            p[worker % n] = p[worker % n].max(watermark);
+        }
+    }
+
+    /// Every version with a time below this is written: reads as of earlier times are final.
+    pub fn written_through(&self) -> Time {
+        self.progress
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0)
     }
 
     /// The RocksDB handle (for checkpoints).

@@ -44,6 +44,7 @@ impl Scratch {
                 progress: false,
                 cluster: None,
                 state: None,
+                snapshot_every: None,
             },
         )
         .unwrap();
@@ -62,6 +63,7 @@ pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
             progress: false,
             cluster: None,
             state: None,
+            snapshot_every: None,
         },
     )
     .unwrap();

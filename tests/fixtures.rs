@@ -8,7 +8,6 @@ use std::path::Path;
 
 use common::{files_under, Outcome};
 use labeljoin::config::Pipeline;
-use labeljoin::run::{run, RunOptions};
 
 #[test]
 fn contract_fixture_gives_its_hand_checked_rows() {
@@ -16,18 +15,7 @@ fn contract_fixture_gives_its_hand_checked_rows() {
     let p = Pipeline::load(Path::new("fixtures/contract/pipeline.toml")).unwrap();
     for workers in [1, 3] {
         let out = dir.path().join(format!("w{workers}"));
-        let summary = run(
-            p.clone(),
-            &RunOptions {
-                output: Some(out.clone()),
-                workers,
-                progress: false,
-                cluster: None,
-                state: None,
-                snapshot_every: None,
-            },
-        )
-        .unwrap();
+        let summary = common::run_pipeline(p.clone(), &out, workers).summary;
         // Rows of all parts, in (time, id) order, under one header.
         let mut header = String::new();
         let mut rows: Vec<(u64, String, String)> = Vec::new();

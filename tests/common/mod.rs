@@ -35,40 +35,24 @@ impl Scratch {
     /// Runs pipeline text (paths relative to the scratch dir) into `out-<tag>`.
     pub fn run(&self, pipeline: &str, workers: usize, tag: &str) -> Outcome {
         let p = Pipeline::from_toml(pipeline, "test.toml", self.path()).unwrap();
-        let out = self.path().join(format!("out-{tag}"));
-        let summary = run(
-            p,
-            &RunOptions {
-                output: Some(out.clone()),
-                workers,
-                progress: false,
-                cluster: None,
-                state: None,
-                snapshot_every: None,
-            },
-        )
-        .unwrap();
-        Outcome { summary, out }
+        run_pipeline(p, &self.path().join(format!("out-{tag}")), workers)
     }
 }
 
 /// Runs a pipeline file of the repository into `out`.
 pub fn run_file(pipeline: &str, out: &Path, workers: usize) -> Outcome {
-    let p = Pipeline::load(Path::new(pipeline)).unwrap();
-    let summary = run(
-        p,
-        &RunOptions {
-            output: Some(out.to_path_buf()),
-            workers,
-            progress: false,
-            cluster: None,
-            state: None,
-            snapshot_every: None,
-        },
-    )
-    .unwrap();
+    run_pipeline(Pipeline::load(Path::new(pipeline)).unwrap(), out, workers)
+}
+
+/// Runs a pipeline into `out` on `workers` workers.
+pub fn run_pipeline(p: Pipeline, out: &Path, workers: usize) -> Outcome {
+    let opts = RunOptions {
+        output: Some(out.to_path_buf()),
+        workers,
+        ..Default::default()
+    };
     Outcome {
-        summary,
+        summary: run(p, &opts).unwrap(),
         out: out.to_path_buf(),
     }
 }

@@ -70,9 +70,17 @@ pub fn db_dir(state: &Path) -> PathBuf {
     state.join("db")
 }
 
+/// Block cache shared by every table: hot rows are served without decompressing.
+const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
 fn db_options() -> Options {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(cache);
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_block_based_table_factory(&table);
     opts
 }
 

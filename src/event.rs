@@ -67,14 +67,6 @@ pub struct Event {
     pub fields: Vec<Value>,
 }
 
-impl Event {
-    /// Order of events that share a time: by stream, then id. Makes `last` and float sums
-    /// independent of arrival order.
-    pub fn tie_key(&self) -> (u16, &str) {
-        (self.stream, &self.id)
-    }
-}
-
 /// Writes a number as Rust's `Display` does (`3`, `0.25`), integers through a fast path:
 /// most features are counts.
 pub fn write_num(n: f64, out: &mut String) {

@@ -128,19 +128,6 @@ fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
     }
 }
 
-/// Decodes every segment: `(tag, values)` in the order they were appended.
-pub fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let tag = bytes[pos];
-        let mut values = Vec::new();
-        pos = decode_segment(bytes, pos, dict, &mut values);
-        out.push((tag, values));
-    }
-    out
-}
-
 /// Position after the segment starting at `pos`.
 pub fn skip_segment(bytes: &[u8], mut pos: usize) -> usize {
     pos += 1;
@@ -200,6 +187,19 @@ pub fn decode_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes every segment: `(tag, values)` in the order they were appended.
+    fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let tag = bytes[pos];
+            let mut values = Vec::new();
+            pos = decode_segment(bytes, pos, dict, &mut values);
+            out.push((tag, values));
+        }
+        out
+    }
 
     #[test]
     fn values_round_trip_exactly() {

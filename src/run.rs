@@ -117,8 +117,11 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         output.clone(),
         metrics.clone(),
         opts,
-        store,
+        store.clone(),
     );
+    if let Some(store) = &store {
+        store.flush()?;
+    }
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();

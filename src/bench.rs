@@ -19,6 +19,9 @@ pub struct BenchOptions {
     pub workers: usize,
     /// The pipeline to run (its inputs must be `../fixtures/ad_clicks/*`).
     pub pipeline: PathBuf,
+    /// Also write the tables' versions to a (fresh) state directory, as the job does by
+    /// default; `false` measures the training rows alone.
+    pub state: bool,
 }
 
 /// Figures of one measured run.
@@ -78,6 +81,8 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .with_context(|| format!("reading {}", opts.pipeline.display()))?;
     let out = opts.dir.join("out");
     let _ = fs::remove_dir_all(&out);
+    let state = opts.dir.join("state");
+    let _ = fs::remove_dir_all(&state);
 
     let started = Instant::now();
     let child = Command::new(std::env::current_exe()?)
@@ -89,6 +94,10 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             "--output",
         ])
         .arg(&out)
+        .args(match opts.state {
+            true => vec!["--state".as_ref(), state.as_os_str()],
+            false => vec!["--no-state".as_ref()],
+        })
         .arg(&copy)
         .env("RUST_LOG", "warn")
         .spawn()?;

@@ -47,10 +47,15 @@ enum Command {
         /// File with one `host:port` per process (default: 127.0.0.1 from port 2101).
         #[arg(long)]
         hostfile: Option<PathBuf>,
-        /// State directory: write every table change as a version (RocksDB) for time travel.
-        #[arg(long)]
+        /// State directory, where every table change is written as a version (RocksDB) for
+        /// time travel [default: the pipeline's state.dir, else ./state].
+        #[arg(long, conflicts_with = "no_state")]
         state: Option<PathBuf>,
-        /// With --state: snapshot every this much event time (e.g. 1h) and at the end.
+        /// Keep no state: write the training rows only (no table versions, no snapshots).
+        #[arg(long)]
+        no_state: bool,
+        /// Snapshot the state every this much event time (e.g. 1h) and at the end
+        /// [default: the pipeline's state.snapshot_every, else none].
         #[arg(long)]
         snapshot_every: Option<String>,
     },
@@ -109,6 +114,9 @@ enum Command {
         /// Pipeline to run on the generated inputs.
         #[arg(long, default_value = "pipelines/ad_clicks.toml")]
         pipeline: PathBuf,
+        /// Measure the training rows alone, without writing table versions.
+        #[arg(long)]
+        no_state: bool,
     },
 }
 
@@ -216,10 +224,19 @@ fn main_inner() -> anyhow::Result<()> {
             process,
             hostfile,
             state,
+            no_state,
             snapshot_every,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let cluster = cluster(processes, process, hostfile)?;
+            let state = (!no_state).then(|| state.unwrap_or_else(|| p.state.dir.clone()));
+            let snapshot_every = match snapshot_every {
+                Some(text) => Some(
+                    labeljoin::time::parse_duration(&text)
+                        .map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?,
+                ),
+                None => p.state.snapshot_every,
+            };
             let s = run(
                 p,
                 &RunOptions {
@@ -228,11 +245,7 @@ fn main_inner() -> anyhow::Result<()> {
                     progress: !quiet,
                     cluster,
                     state,
-                    snapshot_every: snapshot_every
-                        .as_deref()
-                        .map(labeljoin::time::parse_duration)
-                        .transpose()
-                        .map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?,
+                    snapshot_every,
                 },
             )?;
             println!(
@@ -260,12 +273,14 @@ fn main_inner() -> anyhow::Result<()> {
             workers,
             dir,
             pipeline,
+            no_state,
         } => {
             let opts = BenchOptions {
                 dir: dir.unwrap_or_else(default_dir),
                 impressions,
                 workers,
                 pipeline,
+                state: !no_state,
             };
             let r = bench(&opts)?;
             println!(
@@ -276,6 +291,7 @@ fn main_inner() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Snapshot(SnapshotCommand::List { state }) => {
+            quiet_on_closed_pipe();
             for m in labeljoin::tables::snapshot::list(&state) {
                 println!(
                     "{}\twatermark {}\t{} bytes\t{}\ttables {}",
@@ -305,6 +321,7 @@ fn main_inner() -> anyhow::Result<()> {
             as_of,
             history,
         } => {
+            quiet_on_closed_pipe();
             let reader = labeljoin::tables::TableReader::open(&state)?;
             let time = |s: &str| {
                 TimeFormat::Auto
@@ -420,4 +437,14 @@ fn cluster(
         process,
         addresses: addresses[..processes].to_vec(),
     }))
+}
+
+/// Ends quietly, like other command-line tools, when output piped into `head` is closed.
+/// (Only for commands that print: the job keeps Rust's default so that a closed socket
+/// between cluster processes is an error, not a signal.)
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of SIGPIPE before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

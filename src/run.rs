@@ -83,7 +83,12 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         .unwrap_or_else(|| pipeline.output.dir.clone());
     write_schema(&pipeline, &output)
         .with_context(|| format!("cannot write to output {}", output.display()))?;
-    let store = match &opts.state {
+    // Each process of a cluster owns the state of its workers' keys: one directory each.
+    let state = match (&opts.state, &opts.cluster) {
+        (Some(dir), Some(c)) => Some(dir.join(format!("process-{}", c.process))),
+        (state, _) => state.clone(),
+    };
+    let store = match &state {
         Some(dir) => {
             let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
             let store = TableStore::open(dir, &names)?;
@@ -102,11 +107,17 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let progress = opts
         .progress
         .then(|| spawn_progress(metrics.clone(), stop.clone()));
-    let snapshots = match (&store, &opts.state, opts.snapshot_every) {
-        (Some(store), Some(dir), Some(every)) => Some(spawn_snapshots(
+    let retention: Vec<(String, Time)> = pipeline
+        .tables
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), t.retention?)))
+        .collect();
+    let maintenance = match (&store, &state) {
+        (Some(store), Some(dir)) => Some(spawn_maintenance(
             store.clone(),
             dir.clone(),
-            every.max(1),
+            opts.snapshot_every.map(|e| e.max(1)),
+            retention,
             stop.clone(),
         )),
         _ => None,
@@ -126,10 +137,10 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     if let Some(handle) = progress {
         let _ = handle.join();
     }
-    if let Some(handle) = snapshots {
+    if let Some(handle) = maintenance {
         handle
             .join()
-            .map_err(|_| anyhow::anyhow!("the snapshot thread failed"))??;
+            .map_err(|_| anyhow::anyhow!("the state maintenance thread failed"))??;
     }
     result?;
 
@@ -204,12 +215,14 @@ fn execute(
     Ok(())
 }
 
-/// Snapshots the state each time every worker's versions pass a multiple of `every`
-/// (event time), and once more when the run ends.
-fn spawn_snapshots(
+/// Keeps the state directory: moves each table's retention cutoff with the watermark,
+/// snapshots each time every worker's versions pass a multiple of `every` (event time),
+/// and at the end applies retention fully and takes a final snapshot.
+fn spawn_maintenance(
     store: Arc<TableStore>,
     dir: PathBuf,
-    every: Time,
+    every: Option<Time>,
+    retention: Vec<(String, Time)>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     use crate::tables::snapshot;
@@ -218,22 +231,38 @@ fn spawn_snapshots(
         let mut next_due: Option<Time> = None;
         loop {
             let done = stop.load(Ordering::Relaxed);
+            // Every version below this is written (MAX once the inputs end).
             let written = store.written_through();
-            match next_due {
-                None if written > 0 && written < Time::MAX => {
-                    next_due = Some((written / every + 1) * every)
+            // Retention counts back from the newest event, not from MAX.
+            let now = written.min(store.newest_event_time().saturating_add(1));
+            for (table, keep) in &retention {
+                let cutoff = now.saturating_sub(*keep);
+                if done {
+                    let removed = store.apply_retention(table, cutoff)?;
+                    tracing::info!(table, cutoff = %display(cutoff), removed, "retention");
+                } else {
+                    store.set_retention_cutoff(table, cutoff)?;
                 }
-                Some(due) if written >= due && written < Time::MAX => {
+            }
+            if let Some(every) = every {
+                match next_due {
+                    None if written > 0 && written < Time::MAX => {
+                        next_due = Some((written / every + 1) * every)
+                    }
+                    Some(due) if written >= due && written < Time::MAX && !done => {
+                        let m = snapshot::create(&store, &dir, version, written)?;
+                        tracing::info!(version, watermark = %display(written), bytes = m.bytes, "snapshot");
+                        version += 1;
+                        next_due = Some((written / every + 1) * every);
+                    }
+                    _ => {}
+                }
+                if done {
                     let m = snapshot::create(&store, &dir, version, written)?;
-                    tracing::info!(version, watermark = %display(written), bytes = m.bytes, "snapshot");
-                    version += 1;
-                    next_due = Some((written / every + 1) * every);
+                    tracing::info!(version, bytes = m.bytes, "final snapshot");
                 }
-                _ => {}
             }
             if done {
-                let m = snapshot::create(&store, &dir, version, written)?;
-                tracing::info!(version, bytes = m.bytes, "final snapshot");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));

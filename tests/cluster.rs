@@ -43,6 +43,8 @@ fn two_processes_of_two_workers_give_the_rows_of_one_worker() {
                 .arg(&hostfile)
                 .arg("--output")
                 .arg(&out)
+                .arg("--state")
+                .arg(dir.path().join("state"))
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap()
@@ -86,4 +88,30 @@ fn two_processes_of_two_workers_give_the_rows_of_one_worker() {
             .join(format!("summary.process-{p}.json"))
             .exists());
     }
+    // Each process keeps the versions of its own workers' keys in its own directory.
+    let keys_of = |p: usize| -> std::collections::BTreeSet<Vec<u8>> {
+        let store = labeljoin::tables::TableStore::open_read_only(
+            &dir.path().join(format!("state/process-{p}")),
+        )
+        .unwrap();
+        let mut it = store
+            .db()
+            .raw_iterator_cf(store.db().cf_handle("user").unwrap());
+        it.seek_to_first();
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(k) = it.key() {
+            keys.insert(labeljoin::tables::keys::decode(k).unwrap().0.to_vec());
+            it.next();
+        }
+        keys
+    };
+    let (k0, k1) = (keys_of(0), keys_of(1));
+    assert!(
+        !k0.is_empty() && !k1.is_empty(),
+        "both processes own user keys"
+    );
+    assert!(
+        k0.is_disjoint(&k1),
+        "a user key has versions in both processes"
+    );
 }

@@ -83,3 +83,20 @@ fn a_missing_source_file_is_reported_before_the_run() {
         .to_string();
     assert!(e.contains("imps") && e.contains("matches no file"), "{e}");
 }
+
+#[test]
+fn state_settings_name_their_field() {
+    let e = error_of(&format!("{BASE}\n[state]\nsnapshot_every = \"hourly\"\n"));
+    assert!(e.contains("state.snapshot_every"), "{e}");
+    let e = error_of(&format!(
+        "{BASE}\n[[tables]]\nname = \"user\"\nkey = [\"user_id\"]\nretention = \"a week\"\nfeatures = [{{ name = \"n\", agg = \"count\", stream = \"clicks\" }}]\n"
+    ));
+    assert!(e.contains("tables[0].retention"), "{e}");
+}
+
+#[test]
+fn state_defaults_to_a_state_directory_without_snapshots() {
+    let p = Pipeline::from_toml(BASE, "ok.toml", Path::new(".")).unwrap();
+    assert_eq!(p.state.dir, Path::new("state"));
+    assert_eq!(p.state.snapshot_every, None);
+}

@@ -41,6 +41,38 @@ proptest! {
             prop_assert_eq!(store.history("user", &key, from, to).unwrap(), want);
         }
     }
+
+    /// Retention runs inside RocksDB compactions over files written at different times:
+    /// whatever the cutoffs and the flushes between writes, reads as of the highest
+    /// cutoff or later stay equal to the model.
+    #[test]
+    fn retention_never_changes_a_read_at_or_after_the_cutoff(
+        puts in prop::collection::vec((0u8..4, 0u64..60, any::<u8>()), 1..80),
+        cutoffs in prop::collection::vec(0u64..70, 1..4),
+        queries in prop::collection::vec((0u8..4, 0u64..70), 1..30),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::open(dir.path(), &["user"]).unwrap();
+        let mut model = Model::new();
+        for (i, chunk) in puts.chunks(9).enumerate() {
+            let rows: Vec<(Vec<u8>, u64, Vec<u8>)> = chunk.iter().map(|(k, t, v)| (vec![b'k', *k], *t, vec![*v])).collect();
+            store.put_versions("user", rows.iter().map(|(k, t, v)| (k.as_slice(), *t, v.as_slice()))).unwrap();
+            for (k, t, v) in rows {
+                model.insert((k, t), v);
+            }
+            store.flush().unwrap();
+            if let Some(c) = cutoffs.get(i) {
+                store.apply_retention("user", *c).unwrap();
+            }
+        }
+        let highest = *cutoffs.iter().max().unwrap();
+        store.apply_retention("user", highest).unwrap();
+        for (k, a) in queries {
+            let key = vec![b'k', k];
+            let as_of = a.max(highest);
+            prop_assert_eq!(store.get("user", &key, as_of).unwrap(), model_get(&model, &key, as_of));
+        }
+    }
 }
 
 #[test]

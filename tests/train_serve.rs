@@ -147,3 +147,68 @@ fn a_run_with_snapshots_leaves_a_restorable_final_snapshot() {
         }
     }
 }
+
+#[test]
+fn table_retention_from_the_pipeline_keeps_every_read_at_or_after_the_cutoff() {
+    use labeljoin::tables::TableReader;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap();
+    let mut thinned = pipeline.clone();
+    let keep = 30 * 60_000;
+    thinned.tables[0].retention = Some(keep);
+    let run_into = |p: Pipeline, name: &str| {
+        let state = dir.path().join(name);
+        let opts = RunOptions {
+            output: Some(dir.path().join(format!("out-{name}"))),
+            state: Some(state.clone()),
+            ..Default::default()
+        };
+        run(p, &opts).unwrap();
+        state
+    };
+    let (full, thin) = (run_into(pipeline, "full"), run_into(thinned, "thin"));
+    let (full_store, thin_store) = (
+        TableStore::open_read_only(&full).unwrap(),
+        TableStore::open_read_only(&thin).unwrap(),
+    );
+    // The cutoff counts back from the newest event applied (a late click, here).
+    let newest = ["impressions", "clicks", "predictions"]
+        .iter()
+        .flat_map(|s| {
+            impressions(Path::new(&format!("fixtures/ad_clicks/{s}.jsonl"))).into_values()
+        })
+        .filter_map(|v| v["ts"].as_u64())
+        .max()
+        .unwrap();
+    let cutoff = newest + 1 - keep;
+    let (full_reader, thin_reader) = (
+        TableReader::open(&full).unwrap(),
+        TableReader::open(&thin).unwrap(),
+    );
+    let (mut fewer, mut reads) = (0, 0);
+    for key in (0..200).map(|u| format!("u{u}")) {
+        let all = full_store
+            .history("user", key.as_bytes(), 0, u64::MAX)
+            .unwrap();
+        let kept = thin_store
+            .history("user", key.as_bytes(), 0, u64::MAX)
+            .unwrap();
+        fewer += all.len() - kept.len();
+        for as_of in [cutoff, cutoff + 60_000, newest, newest + 86_400_000] {
+            assert_eq!(
+                thin_reader.get("user", &key, as_of).unwrap(),
+                full_reader.get("user", &key, as_of).unwrap(),
+                "user {key} as of {as_of}"
+            );
+            reads += 1;
+        }
+        // Versions at or after the cutoff are all kept.
+        let recent = |v: &Vec<(u64, Vec<u8>)>| v.iter().filter(|(t, _)| *t >= cutoff).count();
+        assert_eq!(recent(&kept), recent(&all), "user {key}");
+    }
+    assert!(fewer > 1_000, "retention removed only {fewer} old versions");
+    assert_eq!(reads, 800);
+    // Tables without retention keep everything.
+    let count = |s: &TableStore| s.history("campaign", b"c1", 0, u64::MAX).unwrap().len();
+    assert_eq!(count(&thin_store), count(&full_store));
+}

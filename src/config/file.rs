@@ -24,6 +24,9 @@ pub struct PipelineFile {
     /// Where rows go.
     #[serde(default)]
     pub output: OutputFile,
+    /// Where the job's state (versioned tables, snapshots) lives.
+    #[serde(default)]
+    pub state: StateFile,
 }
 
 /// `[time]`: watermarks.
@@ -132,6 +135,9 @@ pub struct TableFile {
     pub key: Vec<String>,
     /// The aggregates, in column order.
     pub features: Vec<FeatureFile>,
+    /// Versions older than this (behind the watermark) are compacted away, each key's
+    /// newest kept; e.g. `7d`. Default: keep every version.
+    pub retention: Option<String>,
 }
 
 /// `[[tables.features]]`: one declared aggregate.
@@ -176,6 +182,26 @@ impl Default for OutputFile {
             dir: "out".into(),
             validation_fraction: 0.1,
             hash_buckets: 1 << 24,
+        }
+    }
+}
+
+/// `[state]`: the job's state directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateFile {
+    /// State directory (relative to the working directory), default `state`.
+    pub dir: String,
+    /// Snapshot the tables each time the watermark crosses a multiple of this much event
+    /// time (e.g. `1h`), and at the end. Default: no snapshots.
+    pub snapshot_every: Option<String>,
+}
+
+impl Default for StateFile {
+    fn default() -> Self {
+        StateFile {
+            dir: "state".into(),
+            snapshot_every: None,
         }
     }
 }

@@ -200,6 +200,8 @@ pub struct TableSpec {
     pub key_fields: Vec<Option<Vec<FieldIx>>>,
     /// Aggregates in column order.
     pub features: Vec<FeatureSpec>,
+    /// Versions older than this behind the watermark may be compacted away.
+    pub retention: Option<Time>,
 }
 
 /// Validated output settings.
@@ -211,6 +213,15 @@ pub struct OutputSpec {
     pub validation_fraction: f64,
     /// Hash buckets of categorical values.
     pub hash_buckets: u64,
+}
+
+/// Validated state settings.
+#[derive(Debug, Clone)]
+pub struct StateSpec {
+    /// State directory.
+    pub dir: PathBuf,
+    /// Snapshot period in event time.
+    pub snapshot_every: Option<Time>,
 }
 
 /// A validated pipeline: every name resolved to an index.
@@ -236,6 +247,8 @@ pub struct Pipeline {
     pub tables: Vec<TableSpec>,
     /// Output.
     pub output: OutputSpec,
+    /// State directory and snapshots.
+    pub state: StateSpec,
 }
 
 mod validate;

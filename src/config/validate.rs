@@ -217,6 +217,21 @@ pub(super) fn validate(
             "s3:// outputs are not supported by this build yet; use a local directory",
         ));
     }
+    let snapshot_every = match &file.state.snapshot_every {
+        Some(every) => match duration(every, path, "state.snapshot_every")? {
+            0 => {
+                return Err(c.err(
+                    "state.snapshot_every",
+                    "must be longer than 0 ms, e.g. \"1h\"",
+                ))
+            }
+            every => Some(every),
+        },
+        None => None,
+    };
+    if file.state.dir.is_empty() {
+        return Err(c.err("state.dir", "must name a directory, e.g. \"state\""));
+    }
     Ok(Pipeline {
         name: file.name,
         max_out_of_orderness,
@@ -231,6 +246,10 @@ pub(super) fn validate(
             dir: dir.into(),
             validation_fraction: o.validation_fraction,
             hash_buckets: o.hash_buckets,
+        },
+        state: StateSpec {
+            dir: file.state.dir.clone().into(),
+            snapshot_every,
         },
     })
 }
@@ -398,11 +417,16 @@ fn tables(
         if key_fields[example].is_none() {
             key_fields[example] = Some(keys(c, example, &t.key, &at("key"))?);
         }
+        let retention = match &t.retention {
+            Some(r) => Some(duration(r, c.path, &at("retention"))?),
+            None => None,
+        };
         out.push(TableSpec {
             name: t.name.clone(),
             key_names: t.key.clone(),
             key_fields,
             features,
+            retention,
         });
     }
     Ok(out)

@@ -174,6 +174,13 @@ impl Tables {
         }
     }
 
+    /// Tells the store the newest event time applied.
+    fn observe_event_time(&self, time: Time) {
+        if let Some(v) = &self.versions {
+            v.store.observe_event_time(time);
+        }
+    }
+
     /// Sends this pass's versions to the store, one batch per table, and records that
     /// `worker` has written everything before `watermark`.
     fn flush_versions(&mut self, worker: usize, watermark: Time) {
@@ -341,6 +348,9 @@ pub fn table_operator<'scope>(
                 );
             }
             tables.expire_before(watermark);
+            if let Some(last) = order.last() {
+                tables.observe_event_time(last.time);
+            }
             tables.flush_versions(worker, watermark);
             if let Some(cap) = held.get() {
                 if !fragments.is_empty() {

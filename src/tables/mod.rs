@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod keys;
+pub mod retention;
 pub mod row;
 pub mod snapshot;
 pub mod store;
@@ -17,14 +18,35 @@ use crate::time::Time;
 /// File in a state directory naming every table's columns, so reads need no pipeline file.
 const SCHEMA: &str = "tables.json";
 
-/// Writes the tables' column specs into a state directory.
-pub fn write_schema(state: &Path, pipeline: &Pipeline) -> std::io::Result<()> {
+/// Writes the tables' column specs into a state directory. A state written by a pipeline
+/// whose table of the same name had other columns is refused: its rows would decode wrong.
+pub fn write_schema(state: &Path, pipeline: &Pipeline) -> anyhow::Result<()> {
     let schema: BTreeMap<&str, &[FeatureSpec]> = pipeline
         .tables
         .iter()
         .map(|t| (t.name.as_str(), t.features.as_slice()))
         .collect();
-    std::fs::write(state.join(SCHEMA), serde_json::to_vec_pretty(&schema)?)
+    let mut doc = serde_json::to_value(&schema)?;
+    let path = state.join(SCHEMA);
+    if let Ok(text) = std::fs::read(&path) {
+        let old: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)?;
+        for (table, columns) in &old {
+            match doc.get(table) {
+                Some(new) if new != columns => anyhow::bail!(
+                    "state directory {} holds table {table:?} with other columns than pipeline {:?} declares; use a new --state directory (or remove this one to rebuild it)",
+                    state.display(),
+                    pipeline.name
+                ),
+                Some(_) => {}
+                // Keep the columns of tables this pipeline no longer declares readable.
+                None => {
+                    doc[table] = columns.clone();
+                }
+            }
+        }
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    Ok(())
 }
 
 /// A decoded row: the time of the version it comes from, and each feature by name.

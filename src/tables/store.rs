@@ -1,11 +1,15 @@
 //! A RocksDB store of versioned table rows: one column family per table, every change kept
 //! as a version stamped with its event time, read as of any time.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use super::keys;
+use super::retention::{Cutoff, RetentionFilterFactory};
 use crate::time::Time;
 
 /// Layout version of the state directory; bump on any incompatible change.
@@ -66,6 +70,10 @@ pub struct TableStore {
     /// No write-ahead log: a state is rebuilt by replaying its events, and checkpoints
     /// (snapshots) flush the memtables first, so the log would only cost time.
     write_options: WriteOptions,
+    /// Per table: the retention cutoff its compactions apply (writable stores only).
+    cutoffs: HashMap<String, Arc<Cutoff>>,
+    /// Newest event time applied (see `observe_event_time`).
+    newest: AtomicU64,
 }
 
 /// The RocksDB directory inside a state (or snapshot) directory.
@@ -114,15 +122,21 @@ impl TableStore {
                 names.push(t.to_string());
             }
         }
-        let cfs = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, db_options()));
+        let cutoffs: HashMap<String, Arc<Cutoff>> =
+            names.iter().map(|n| (n.clone(), Arc::default())).collect();
+        let cfs = names.iter().map(|n| {
+            let mut cf = db_options();
+            cf.set_compaction_filter_factory(RetentionFilterFactory::new(n, cutoffs[n].clone()));
+            ColumnFamilyDescriptor::new(n, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| rocks(dir, e))?;
         Ok(TableStore {
             db,
             dir: dir.to_path_buf(),
             progress: Default::default(),
             write_options: write_options(),
+            cutoffs,
+            newest: AtomicU64::new(0),
         })
     }
 
@@ -140,6 +154,8 @@ impl TableStore {
             dir: dir.to_path_buf(),
             progress: Default::default(),
             write_options: write_options(),
+            cutoffs: HashMap::new(),
+            newest: AtomicU64::new(0),
         })
     }
 
@@ -224,37 +240,43 @@ impl TableStore {
         Ok(out)
     }
 
-    /// Drops versions older than `cutoff`, always keeping each key's newest version at or
-    /// before it (so reads as of `cutoff` or later are unchanged). Returns how many went.
+    /// Lets compactions of `table` drop versions older than `cutoff`, always keeping each
+    /// key's newest version before it (reads as of `cutoff` or later are unchanged).
+    pub fn set_retention_cutoff(&self, table: &str, cutoff: Time) -> Result<(), StoreError> {
+        let c = self.cutoff(table)?;
+        c.time.fetch_max(cutoff, Relaxed);
+        Ok(())
+    }
+
+    /// Applies retention now: sets the cutoff and compacts the whole table. Returns how
+    /// many versions the compaction removed.
     pub fn apply_retention(&self, table: &str, cutoff: Time) -> Result<u64, StoreError> {
-        let cf = self.cf(table)?;
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        let mut batch = WriteBatch::default();
-        let (mut removed, mut current, mut kept_old): (u64, Vec<u8>, bool) = (0, Vec::new(), false);
-        while let Some(k) = it.key() {
-            let Some((key, t)) = keys::decode(k) else {
-                break;
-            };
-            if key != current.as_slice() {
-                current = key.to_vec();
-                kept_old = false;
-            }
-            if t < cutoff {
-                // Newest first: the first version below the cutoff is the one reads need.
-                if kept_old {
-                    batch.delete_cf(cf, k);
-                    removed += 1;
-                }
-                kept_old = true;
-            }
-            it.next();
-        }
-        it.status().map_err(|e| rocks(&self.dir, e))?;
+        let c = self.cutoff(table)?;
+        let before = c.removed.load(Relaxed);
+        self.set_retention_cutoff(table, cutoff)?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(|e| rocks(&self.dir, e))?;
-        Ok(removed)
+            .compact_range_cf_opt(self.cf(table)?, None::<&[u8]>, None::<&[u8]>, &opts);
+        Ok(c.removed.load(Relaxed) - before)
+    }
+
+    fn cutoff(&self, table: &str) -> Result<&Arc<Cutoff>, StoreError> {
+        self.cutoffs
+            .get(table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_string()))
+    }
+
+    /// Records that events up to `time` have been applied (versions at window-expiry
+    /// instants may lie beyond it).
+    pub fn observe_event_time(&self, time: Time) {
+        self.newest.fetch_max(time, Relaxed);
+    }
+
+    /// The newest event time applied to the tables (0 if none): with the watermark, the
+    /// event time retention is measured from.
+    pub fn newest_event_time(&self) -> Time {
+        self.newest.load(Relaxed)
     }
 
     /// Writes every memtable to disk (without a write-ahead log, unflushed versions live

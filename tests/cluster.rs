@@ -94,9 +94,10 @@ fn two_processes_of_two_workers_give_the_rows_of_one_worker() {
             &dir.path().join(format!("state/process-{p}")),
         )
         .unwrap();
-        let mut it = store
-            .db()
-            .raw_iterator_cf(store.db().cf_handle("user").unwrap());
+        let mut it = store.db().raw_iterator_cf_opt(
+            store.db().cf_handle("user").unwrap(),
+            labeljoin::tables::store::all_keys(),
+        );
         it.seek_to_first();
         let mut keys = std::collections::BTreeSet::new();
         while let Some(k) = it.key() {

@@ -23,6 +23,16 @@ pub fn prefix(key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(key);
 }
 
+/// A stored key without its time: the prefix every version of one key shares.
+pub fn without_time(stored: &[u8]) -> &[u8] {
+    &stored[..stored.len().saturating_sub(8)]
+}
+
+/// Whether `stored` is long enough to carry a time (the prefix extractor's domain).
+pub fn has_time(stored: &[u8]) -> bool {
+    stored.len() > 8
+}
+
 /// Splits a stored key into (key, time); `None` if it is not one.
 pub fn decode(stored: &[u8]) -> Option<(&[u8], Time)> {
     let (mut len, mut shift, mut pos) = (0u64, 0, 0);

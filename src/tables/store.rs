@@ -93,12 +93,37 @@ fn write_options() -> WriteOptions {
     w
 }
 
+/// Read options of an iterator over the versions of one key (uses the prefix filters).
+fn one_key() -> rocksdb::ReadOptions {
+    let mut r = rocksdb::ReadOptions::default();
+    r.set_prefix_same_as_start(true);
+    r
+}
+
+/// Read options of an iterator over a whole table, across keys.
+pub fn all_keys() -> rocksdb::ReadOptions {
+    let mut r = rocksdb::ReadOptions::default();
+    r.set_total_order_seek(true);
+    r
+}
+
 fn db_options() -> Options {
     static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(cache);
+    // Bloom filters on the key without its time: a read skips every file that has no
+    // version of its key (reads seek, so whole-key filters would never be consulted).
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let mut opts = Options::default();
+    opts.set_prefix_extractor(rocksdb::SliceTransform::create(
+        "labeljoin-key-without-time",
+        keys::without_time,
+        Some(keys::has_time),
+    ));
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_block_based_table_factory(&table);
     // Small memtables: inserts search a shallower skip list that stays in cache, and
@@ -200,7 +225,7 @@ impl TableStore {
 
     /// The newest version of `key` at or before `as_of`: the row after all events `<= as_of`.
     pub fn get(&self, table: &str, key: &[u8], as_of: Time) -> Result<Option<Version>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(table)?);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(table)?, one_key());
         let mut seek = Vec::new();
         keys::encode(key, as_of, &mut seek);
         it.seek(&seek);
@@ -223,7 +248,7 @@ impl TableStore {
         from: Time,
         to: Time,
     ) -> Result<Vec<Version>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(table)?);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(table)?, one_key());
         let mut seek = Vec::new();
         keys::encode(key, to, &mut seek);
         it.seek(&seek);

@@ -53,7 +53,15 @@ enum Command {
         /// With --state: snapshot every this much event time (e.g. 1h) and at the end.
         #[arg(long)]
         snapshot_every: Option<String>,
+        /// With --state: serve the profile-query API on this address (e.g. 127.0.0.1:8080)
+        /// during the run and after it, until Ctrl-C (see docs/API.md).
+        #[arg(long)]
+        serve: Option<std::net::SocketAddr>,
     },
+    /// Serve the profile-query API read-only from a state or snapshot directory.
+    Serve(labeljoin::api::cli::ServeArgs),
+    /// Load-test the profile-query API on loopback (see docs/PERFORMANCE.md).
+    BenchApi(labeljoin::api::bench::BenchApiArgs),
     /// List or restore snapshots of a state directory.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -217,6 +225,7 @@ fn main_inner() -> anyhow::Result<()> {
             hostfile,
             state,
             snapshot_every,
+            serve,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let cluster = cluster(processes, process, hostfile)?;
@@ -233,6 +242,7 @@ fn main_inner() -> anyhow::Result<()> {
                         .map(labeljoin::time::parse_duration)
                         .transpose()
                         .map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?,
+                    serve,
                 },
             )?;
             println!(
@@ -241,6 +251,8 @@ fn main_inner() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Serve(args) => labeljoin::api::cli::serve(&args),
+        Command::BenchApi(args) => labeljoin::api::bench::run(&args),
         Command::Validate { pipeline } => {
             let p = Pipeline::load(&pipeline)?;
             println!("{}: ok", pipeline.display());

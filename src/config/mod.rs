@@ -236,6 +236,8 @@ pub struct Pipeline {
     pub tables: Vec<TableSpec>,
     /// Output.
     pub output: OutputSpec,
+    /// Bearer tokens of the profile-query API (`[api] tokens`).
+    pub api_tokens: Vec<String>,
 }
 
 mod validate;

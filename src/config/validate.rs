@@ -217,6 +217,14 @@ pub(super) fn validate(
             "s3:// outputs are not supported by this build yet; use a local directory",
         ));
     }
+    for (i, t) in file.api.tokens.iter().enumerate() {
+        if t.len() < 16 || t.chars().any(|ch| ch.is_whitespace() || ch == ',') {
+            return Err(c.err(
+                format!("api.tokens[{i}]"),
+                "a token needs at least 16 characters, no spaces or commas; e.g. `openssl rand -hex 32`",
+            ));
+        }
+    }
     Ok(Pipeline {
         name: file.name,
         max_out_of_orderness,
@@ -232,6 +240,7 @@ pub(super) fn validate(
             validation_fraction: o.validation_fraction,
             hash_buckets: o.hash_buckets,
         },
+        api_tokens: file.api.tokens.clone(),
     })
 }
 

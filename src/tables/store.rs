@@ -126,6 +126,31 @@ impl TableStore {
         })
     }
 
+    /// Opens a state directory that a running job may be writing, as a RocksDB secondary
+    /// instance: it takes no lock and sees the writer's changes after each
+    /// [`catch_up`](Self::catch_up). `scratch` holds the secondary's own log files.
+    pub fn open_secondary(dir: &Path, scratch: &Path) -> Result<TableStore, StoreError> {
+        check_format(dir, false)?;
+        let mut opts = db_options();
+        opts.set_max_open_files(-1); // required by secondary instances
+        let path = db_dir(dir);
+        let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
+        let db = DB::open_cf_as_secondary(&opts, &path, &scratch.to_path_buf(), names)
+            .map_err(|e| rocks(dir, e))?;
+        Ok(TableStore {
+            db,
+            dir: dir.to_path_buf(),
+            progress: Default::default(),
+        })
+    }
+
+    /// A secondary instance: reads what the writer has written since the last call.
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        self.db
+            .try_catch_up_with_primary()
+            .map_err(|e| rocks(&self.dir, e))
+    }
+
     /// Table names (column families other than RocksDB's default).
     pub fn tables(&self) -> Vec<String> {
         let names = DB::list_cf(&Options::default(), db_dir(&self.dir)).unwrap_or_default();

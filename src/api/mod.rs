@@ -93,30 +93,34 @@ impl Shared {
     }
 
     /// `/readyz`: whether reads answer current data, and why. Standalone: once the state
-    /// is open. In a job: once the run finished, the inputs reached their end, or the
-    /// watermark is within `ready_lag` of the wall clock (a live job has caught up).
+    /// is open. In a job: once the run finished, or the tables are written through the
+    /// end of the inputs, or their watermark (`written_through`) is within `ready_lag`
+    /// of the wall clock (a live job has caught up).
     pub fn readiness(&self) -> (bool, String) {
-        let Some(m) = &self.job else {
+        if self.job.is_none() {
             return (true, "state directory open".into());
-        };
+        }
         if self.finished() {
             return (true, "the run finished; tables are final".into());
         }
-        let w = m.watermark.load(Ordering::Relaxed);
+        let w = self.reader.store().written_through();
         if w == Time::MAX {
-            return (true, "every source reached its end".into());
+            return (
+                true,
+                "every source reached its end and every version is written".into(),
+            );
         }
         let lag = now_ms().saturating_sub(w);
         if w > 0 && lag <= self.ready_lag {
             return (
                 true,
-                format!("watermark lag {lag} ms <= {} ms", self.ready_lag),
+                format!("tables lag the clock by {lag} ms <= {} ms", self.ready_lag),
             );
         }
         (
             false,
             format!(
-                "catching up: watermark {} is {lag} ms behind the clock (ready at <= {} ms)",
+                "catching up: tables are written through {}, {lag} ms behind the clock (ready at <= {} ms)",
                 crate::time::display(w),
                 self.ready_lag
             ),
@@ -135,6 +139,19 @@ impl Shared {
         (w > 0 && w < Time::MAX).then(|| w - 1)
     }
 }
+
+/// Every (method, path) [`router`] serves; `tests/api.rs` checks `docs/openapi.json`
+/// describes exactly these and that each answers.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/tables"),
+    ("get", "/v1/tables/{table}/{key}"),
+    ("post", "/v1/tables/{table}/lookup"),
+    ("get", "/v1/tables/{table}/lookup"),
+    ("get", "/v1/tables/{table}/{key}/history"),
+];
 
 /// State of every handler.
 #[derive(Clone)]

@@ -58,7 +58,15 @@ enum Command {
         /// [default: the pipeline's state.snapshot_every, else none].
         #[arg(long)]
         snapshot_every: Option<String>,
+        /// Serve the profile-query API of the state on this address (e.g. 127.0.0.1:8080)
+        /// during the run and after it, until Ctrl-C (see docs/API.md).
+        #[arg(long)]
+        serve: Option<std::net::SocketAddr>,
     },
+    /// Serve the profile-query API read-only from a state or snapshot directory.
+    Serve(labeljoin::api::cli::ServeArgs),
+    /// Load-test the profile-query API on loopback (see docs/PERFORMANCE.md).
+    BenchApi(labeljoin::api::bench::BenchApiArgs),
     /// List or restore snapshots of a state directory.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -226,6 +234,7 @@ fn main_inner() -> anyhow::Result<()> {
             state,
             no_state,
             snapshot_every,
+            serve,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let cluster = cluster(processes, process, hostfile)?;
@@ -246,6 +255,7 @@ fn main_inner() -> anyhow::Result<()> {
                     cluster,
                     state,
                     snapshot_every,
+                    serve,
                 },
             )?;
             println!(
@@ -254,6 +264,8 @@ fn main_inner() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Serve(args) => labeljoin::api::cli::serve(&args),
+        Command::BenchApi(args) => labeljoin::api::bench::run(&args),
         Command::Validate { pipeline } => {
             let p = Pipeline::load(&pipeline)?;
             println!("{}: ok", pipeline.display());

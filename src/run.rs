@@ -35,6 +35,9 @@ pub struct RunOptions {
     /// With a state directory: snapshot it each time the watermark crosses a multiple of
     /// this much event time, and once at the end.
     pub snapshot_every: Option<Time>,
+    /// Serve the profile-query API on this address while the job runs and after a finite
+    /// replay, until Ctrl-C / SIGTERM (needs `state`).
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 /// This process's place among the processes of one job. Every process reads the same
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             cluster: None,
             state: None,
             snapshot_every: None,
+            serve: None,
         }
     }
 }
@@ -99,6 +103,19 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
+    let api = opts
+        .serve
+        .map(|addr| {
+            let dir = opts.state.as_deref();
+            crate::api::JobServer::start(
+                addr,
+                store.as_ref(),
+                dir,
+                metrics.clone(),
+                &pipeline.api_tokens,
+            )
+        })
+        .transpose()?;
     let started = Instant::now();
     tracing::info!(pipeline = %pipeline.name, partitions = parts.len(), workers = opts.workers,
         output = %output.display(), "starting");
@@ -153,6 +170,9 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         None => "summary.json".to_string(),
     };
     std::fs::write(output.join(name), serde_json::to_vec_pretty(&doc)?)?;
+    if let Some(api) = api {
+        api.finish_and_wait()?;
+    }
     Ok(summary)
 }
 

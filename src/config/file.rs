@@ -27,6 +27,18 @@ pub struct PipelineFile {
     /// Where the job's state (versioned tables, snapshots) lives.
     #[serde(default)]
     pub state: StateFile,
+    /// The profile-query API (`run --serve`).
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+/// `[api]`: settings of the profile-query HTTP API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    /// Bearer tokens accepted by the API (also `LABELJOIN_API_TOKENS`, comma-separated).
+    #[serde(default)]
+    pub tokens: Vec<String>,
 }
 
 /// `[time]`: watermarks.

@@ -249,6 +249,8 @@ pub struct Pipeline {
     pub output: OutputSpec,
     /// State directory and snapshots.
     pub state: StateSpec,
+    /// Bearer tokens of the profile-query API (`[api] tokens`).
+    pub api_tokens: Vec<String>,
 }
 
 mod validate;

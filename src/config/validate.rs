@@ -232,6 +232,14 @@ pub(super) fn validate(
     if file.state.dir.is_empty() {
         return Err(c.err("state.dir", "must name a directory, e.g. \"state\""));
     }
+    for (i, t) in file.api.tokens.iter().enumerate() {
+        if t.len() < 16 || t.chars().any(|ch| ch.is_whitespace() || ch == ',') {
+            return Err(c.err(
+                format!("api.tokens[{i}]"),
+                "a token needs at least 16 characters, no spaces or commas; e.g. `openssl rand -hex 32`",
+            ));
+        }
+    }
     Ok(Pipeline {
         name: file.name,
         max_out_of_orderness,
@@ -251,6 +259,7 @@ pub(super) fn validate(
             dir: file.state.dir.clone().into(),
             snapshot_every,
         },
+        api_tokens: file.api.tokens.clone(),
     })
 }
 

@@ -11,6 +11,7 @@ pub use store::{StoreError, TableStore, Version};
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{FeatureSpec, Pipeline};
 use crate::time::Time;
@@ -55,14 +56,19 @@ pub type NamedRow = (Time, Vec<(String, Option<f64>)>);
 /// Reads one table of a state (or snapshot) directory: its versions decoded to named
 /// feature values, as of `as_of` (or each version's own time for history).
 pub struct TableReader {
-    store: TableStore,
+    store: Arc<TableStore>,
     schema: BTreeMap<String, Vec<FeatureSpec>>,
 }
 
 impl TableReader {
     /// Opens a state or snapshot directory read-only.
     pub fn open(dir: &Path) -> anyhow::Result<TableReader> {
-        let store = TableStore::open_read_only(dir)?;
+        Self::with_store(Arc::new(TableStore::open_read_only(dir)?), dir)
+    }
+
+    /// Reads through an already open store (a running job's, or a secondary instance),
+    /// with the schema of the state directory `dir`.
+    pub fn with_store(store: Arc<TableStore>, dir: &Path) -> anyhow::Result<TableReader> {
         let text = std::fs::read(dir.join(SCHEMA)).map_err(|e| {
             anyhow::anyhow!(
                 "{}: no {SCHEMA} ({e}); was this state written by `run --state`?",
@@ -73,6 +79,16 @@ impl TableReader {
             store,
             schema: serde_json::from_slice(&text)?,
         })
+    }
+
+    /// The store read from.
+    pub fn store(&self) -> &TableStore {
+        &self.store
+    }
+
+    /// Every table and its columns, by table name.
+    pub fn schema(&self) -> &BTreeMap<String, Vec<FeatureSpec>> {
+        &self.schema
     }
 
     fn specs(&self, table: &str) -> anyhow::Result<&[FeatureSpec]> {
@@ -89,6 +105,16 @@ impl TableReader {
             .store
             .get(table, key.as_bytes(), as_of)?
             .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, as_of)))))
+    }
+
+    /// The newest version of `key`, read at its own time (a finished or quiet state's
+    /// current row).
+    pub fn latest(&self, table: &str, key: &str) -> anyhow::Result<Option<NamedRow>> {
+        let specs = self.specs(table)?;
+        Ok(self
+            .store
+            .get(table, key.as_bytes(), Time::MAX - 2)?
+            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, t)))))
     }
 
     /// Every version of `key` in `[from, to]`, each read at its own time.

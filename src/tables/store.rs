@@ -67,8 +67,7 @@ pub struct TableStore {
     dir: PathBuf,
     /// Per local worker: every version before this time is written (see `written_through`).
     progress: std::sync::Mutex<Vec<Time>>,
-    /// No write-ahead log: a state is rebuilt by replaying its events, and checkpoints
-    /// (snapshots) flush the memtables first, so the log would only cost time.
+    /// Options of every version write.
     write_options: WriteOptions,
     /// Per table: the retention cutoff its compactions apply (writable stores only).
     cutoffs: HashMap<String, Arc<Cutoff>>,
@@ -88,9 +87,9 @@ const BLOCK_CACHE_BYTES: usize = 256 << 20;
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
 
 fn write_options() -> WriteOptions {
-    let mut w = WriteOptions::default();
-    w.disable_wal(true);
-    w
+    // The write-ahead log stays on (unsynced): secondary readers (`labeljoin serve` on a
+    // live state) tail it, so versions are visible to them before a memtable flush.
+    WriteOptions::default()
 }
 
 /// Read options of an iterator over the versions of one key (uses the prefix filters).
@@ -182,6 +181,34 @@ impl TableStore {
             cutoffs: HashMap::new(),
             newest: AtomicU64::new(0),
         })
+    }
+
+    /// Opens a state directory that a running job may be writing, as a RocksDB secondary
+    /// instance: it takes no lock and sees the writer's changes after each
+    /// [`catch_up`](Self::catch_up). `scratch` holds the secondary's own log files.
+    pub fn open_secondary(dir: &Path, scratch: &Path) -> Result<TableStore, StoreError> {
+        check_format(dir, false)?;
+        let mut opts = db_options();
+        opts.set_max_open_files(-1); // required by secondary instances
+        let path = db_dir(dir);
+        let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
+        let db = DB::open_cf_as_secondary(&opts, &path, &scratch.to_path_buf(), names)
+            .map_err(|e| rocks(dir, e))?;
+        Ok(TableStore {
+            db,
+            dir: dir.to_path_buf(),
+            progress: Default::default(),
+            write_options: write_options(),
+            cutoffs: HashMap::new(),
+            newest: AtomicU64::new(0),
+        })
+    }
+
+    /// A secondary instance: reads what the writer has written since the last call.
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        self.db
+            .try_catch_up_with_primary()
+            .map_err(|e| rocks(&self.dir, e))
     }
 
     /// Table names (column families other than RocksDB's default).
@@ -304,8 +331,8 @@ impl TableStore {
         self.newest.load(Relaxed)
     }
 
-    /// Writes every memtable to disk (without a write-ahead log, unflushed versions live
-    /// only in memory).
+    /// Writes every memtable to disk (at the end of a run: the state is then complete in
+    /// its table files).
     pub fn flush(&self) -> Result<(), StoreError> {
         let cfs: Vec<_> = self
             .tables()

@@ -5,6 +5,7 @@
 //! wires them on timely, [`run`] drives a job, [`config`] is the pipeline file.
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod bench;
 pub mod config;
 pub mod dataflow;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts a moto server (local AWS emulator: S3, Kinesis) on 127.0.0.1 and a free port.
+# Starts a moto server (local AWS emulator: S3, Kinesis; infra/moto_server.py patches its
+# Kinesis resharding to behave as AWS does) on 127.0.0.1 and a free port.
 # Usage: source infra/moto.sh; moto_start; ...; moto_stop
 # moto_start exports AWS_ENDPOINT_URL, dummy credentials and AWS_REGION; moto_stop ends
 # the server it started (by its pid). infra/test.sh calls both (moto_stop from a trap).
@@ -12,7 +13,7 @@ moto_start() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
   MOTO_LOG=${MOTO_LOG:-$(mktemp -t moto.XXXXXX.log)}
-  moto_server -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
+  python3 "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
   local i
   for i in $(seq 1 100); do
@@ -28,7 +29,7 @@ moto_start() {
     sleep 0.1
   done
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
   export AWS_S3_FORCE_PATH_STYLE=true
   unset AWS_PROFILE AWS_SESSION_TOKEN
   echo "moto_server pid $MOTO_PID on $AWS_ENDPOINT_URL (log $MOTO_LOG)" >&2

@@ -340,7 +340,12 @@ fn main_inner() -> anyhow::Result<()> {
             state,
         }) => {
             let m = labeljoin::aws::snapshot::pull(&s3_url(&url)?, version, &state)?;
-            println!("pulled snapshot {} ({} bytes) into {}", m.version, m.bytes, state.display());
+            println!(
+                "pulled snapshot {} ({} bytes) into {}",
+                m.version,
+                m.bytes,
+                state.display()
+            );
             Ok(())
         }
         Command::Query {
@@ -427,7 +432,9 @@ fn main_inner() -> anyhow::Result<()> {
                 s.lines, a.out.display(), s.impressions, s.clicks, s.predictions, s.duplicates, s.late, s.malformed
             );
             if let Some(prefix) = &a.kinesis {
-                for (stream, n) in labeljoin::aws::kinesis_put::put_generated(&a.out, prefix, a.shards)? {
+                for (stream, n) in
+                    labeljoin::aws::kinesis_put::put_generated(&a.out, prefix, a.shards)?
+                {
                     println!("put {n} records to Kinesis stream {stream}");
                 }
             }

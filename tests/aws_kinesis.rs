@@ -75,8 +75,17 @@ fn kinesis_source_on_two_workers_equals_the_file_run() {
 
 /// Every record the fetcher delivers for a stream, in delivery order, until it ends.
 fn drain(stream: &str) -> Vec<(String, String)> {
-    let p = Arc::new(Pipeline::from_toml(&ad_pipeline("30s", false), "t.toml", std::path::Path::new(".")).unwrap());
-    let spec = KinesisSpec::parse(&format!("kinesis://{stream}?stop_after_idle=15")).unwrap().unwrap();
+    let p = Arc::new(
+        Pipeline::from_toml(
+            &ad_pipeline("30s", false),
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap(),
+    );
+    let spec = KinesisSpec::parse(&format!("kinesis://{stream}?stop_after_idle=15"))
+        .unwrap()
+        .unwrap();
     let mut rx = receiver(&p, 0, &spec, 0, 1);
     let mut out = Vec::new();
     while let Some(m) = rx.blocking_recv() {
@@ -100,7 +109,13 @@ fn resharding_split_mid_stream_loses_nothing_and_keeps_order_per_key() {
     let stream = unique("split");
     ensure_stream(&client, &stream, 1).unwrap();
     let lines: Vec<String> = (0..600)
-        .map(|i| format!(r#"{{"id":"e{i:04}","user_id":"u{}","ts":{}}}"#, i % 7, 1_700_000_000_000u64 + i))
+        .map(|i| {
+            format!(
+                r#"{{"id":"e{i:04}","user_id":"u{}","ts":{}}}"#,
+                i % 7,
+                1_700_000_000_000u64 + i
+            )
+        })
         .collect();
     put_lines(&client, &stream, &lines[..300], "user_id").unwrap();
     let reader = {
@@ -133,7 +148,10 @@ fn resharding_split_mid_stream_loses_nothing_and_keeps_order_per_key() {
         let id = v["id"].as_str().unwrap().to_string();
         shards_read.insert(shard);
         if seen.insert(id.clone()) {
-            per_key.entry(v["user_id"].as_str().unwrap().into()).or_default().push(id);
+            per_key
+                .entry(v["user_id"].as_str().unwrap().into())
+                .or_default()
+                .push(id);
         }
     }
     assert_eq!(seen.len(), 600, "events lost");

@@ -48,7 +48,11 @@ fn emulator_outage_while_reading_and_uploading_loses_and_duplicates_nothing() {
     let outage = proxy.outage(Duration::from_millis(400), Duration::from_secs(3));
     let summary = run(p, &opts).unwrap();
     // The run was still going when the path came back: the outage hit it.
-    assert!(started.elapsed() > Duration::from_millis(3400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() > Duration::from_millis(3400),
+        "{:?}",
+        started.elapsed()
+    );
     outage.join().unwrap();
     assert_eq!(summary.rows, local.summary.rows);
 

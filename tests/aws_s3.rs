@@ -49,7 +49,11 @@ fn s3_output_has_the_local_layout_and_bytes() {
     assert!(keys.iter().any(|k| k.ends_with("/_SUCCESS")));
     let want = channel_files(&local.out);
     assert!(want.len() > 10, "the local run wrote {} files", want.len());
-    assert_eq!(channel_files(&got), want, "S3 objects differ from the local output");
+    assert_eq!(
+        channel_files(&got),
+        want,
+        "S3 objects differ from the local output"
+    );
     assert_eq!(
         fs::read(got.join("schema.json")).unwrap(),
         fs::read(local.out.join("schema.json")).unwrap()
@@ -59,7 +63,10 @@ fn s3_output_has_the_local_layout_and_bytes() {
         serde_json::from_slice(&fs::read(got.join("manifests/train.json")).unwrap()).unwrap();
     assert_eq!(m[0]["prefix"], format!("s3://{b}/jobs/run1/train/"));
     let listed = m.as_array().unwrap().len() - 1;
-    let parts = want.iter().filter(|(f, _)| f.starts_with("train/") && f.ends_with(".csv")).count();
+    let parts = want
+        .iter()
+        .filter(|(f, _)| f.starts_with("train/") && f.ends_with(".csv"))
+        .count();
     assert_eq!(listed, parts);
 }
 
@@ -77,7 +84,11 @@ fn s3_replay_overwrites_and_never_duplicates() {
     // The 2-worker run's part-1-* objects are gone: the replay left exactly its own files.
     assert_eq!(channel_files(&got), channel_files(&local.out));
     assert_eq!(
-        common::Outcome { summary: local.summary.clone(), out: got.clone() }.rows(),
+        common::Outcome {
+            summary: local.summary.clone(),
+            out: got.clone()
+        }
+        .rows(),
         local.rows()
     );
 }
@@ -97,11 +108,19 @@ fn multipart_upload_of_a_large_part() {
     let to = url(&format!("s3://{b}/parts/big.csv"));
     put_file(&s3_client(), &big, &to, opts).unwrap();
     let head = labeljoin::aws::block_on(
-        s3_client().head_object().bucket(&b).key("parts/big.csv").send(),
+        s3_client()
+            .head_object()
+            .bucket(&b)
+            .key("parts/big.csv")
+            .send(),
     )
     .unwrap();
     assert_eq!(head.content_length(), Some(12 << 20));
-    assert!(head.e_tag().unwrap().contains("-3"), "not multipart: {:?}", head.e_tag());
+    assert!(
+        head.e_tag().unwrap().contains("-3"),
+        "not multipart: {:?}",
+        head.e_tag()
+    );
     let back = dir.join("back.csv");
     labeljoin::aws::s3::get_to_file(&s3_client(), &to, &back).unwrap();
     assert!(fs::read(&back).unwrap() == bytes);
@@ -123,12 +142,27 @@ fn s3_backfill_equals_the_file_run() {
     std::io::Write::write_all(&mut gz, (second.join("\n") + "\n").as_bytes()).unwrap();
     fs::write(dir.join("b.jsonl.gz"), gz.finish().unwrap()).unwrap();
     fs::write(dir.join("_SUCCESS"), b"").unwrap();
-    put(&dir.join("a.jsonl"), &format!("s3://{b}/in/impressions/2023/part-a.jsonl"));
-    put(&dir.join("b.jsonl.gz"), &format!("s3://{b}/in/impressions/2023/part-b.jsonl.gz"));
-    put(&dir.join("_SUCCESS"), &format!("s3://{b}/in/impressions/2023/_SUCCESS"));
-    put(&s.path().join("clicks.jsonl"), &format!("s3://{b}/in/clicks/c.jsonl"));
+    put(
+        &dir.join("a.jsonl"),
+        &format!("s3://{b}/in/impressions/2023/part-a.jsonl"),
+    );
+    put(
+        &dir.join("b.jsonl.gz"),
+        &format!("s3://{b}/in/impressions/2023/part-b.jsonl.gz"),
+    );
+    put(
+        &dir.join("_SUCCESS"),
+        &format!("s3://{b}/in/impressions/2023/_SUCCESS"),
+    );
+    put(
+        &s.path().join("clicks.jsonl"),
+        &format!("s3://{b}/in/clicks/c.jsonl"),
+    );
     let text = text
-        .replace("\"impressions*.jsonl\"", &format!("\"s3://{b}/in/impressions/\""))
+        .replace(
+            "\"impressions*.jsonl\"",
+            &format!("\"s3://{b}/in/impressions/\""),
+        )
         .replace("\"clicks*.jsonl\"", &format!("\"s3://{b}/in/clicks/\""));
     let p = Pipeline::from_toml(&text, "test.toml", s.path()).unwrap();
     let got = run_pipeline(p, &s.path().join("out-s3"), 1);
@@ -142,7 +176,10 @@ fn bad_s3_settings_name_the_field_and_the_fix() {
     let text = ad_pipeline("30s", false).replace("\"clicks*.jsonl\"", "\"s3://Bad_Bucket/x/\"");
     let e = Pipeline::from_toml(&text, "t.toml", std::path::Path::new(".")).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("sources[1].path") && msg.contains("s3://my-bucket"), "{msg}");
+    assert!(
+        msg.contains("sources[1].path") && msg.contains("s3://my-bucket"),
+        "{msg}"
+    );
 
     let s = events();
     let p = Pipeline::from_toml(&ad_pipeline("30s", false), "t.toml", s.path()).unwrap();
@@ -152,7 +189,10 @@ fn bad_s3_settings_name_the_field_and_the_fix() {
         ..Default::default()
     };
     let msg = format!("{:#}", run(p, &opts).unwrap_err());
-    assert!(msg.contains("does not exist") && msg.contains("aws s3 mb"), "{msg}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("aws s3 mb"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -175,6 +215,9 @@ fn snapshot_push_and_pull_round_trip() {
     let state2 = s.path().join("state2");
     let pulled = labeljoin::aws::snapshot::pull(&dest, v, &state2).unwrap();
     assert_eq!(pulled, pushed);
-    assert!(labeljoin::aws::snapshot::pull(&dest, v, &state2).is_err(), "overwrote");
+    assert!(
+        labeljoin::aws::snapshot::pull(&dest, v, &state2).is_err(),
+        "overwrote"
+    );
     assert!(labeljoin::aws::snapshot::pull(&dest, v + 100, &s.path().join("s3")).is_err());
 }

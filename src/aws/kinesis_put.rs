@@ -22,7 +22,12 @@ fn sdk<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
 /// Creates `stream` with `shards` shards unless it exists, and waits until it is active.
 pub fn ensure_stream(client: &Client, stream: &str, shards: i32) -> anyhow::Result<()> {
     block_on(async {
-        let exists = client.describe_stream_summary().stream_name(stream).send().await.is_ok();
+        let exists = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .is_ok();
         if !exists {
             client
                 .create_stream()
@@ -39,7 +44,9 @@ pub fn ensure_stream(client: &Client, stream: &str, shards: i32) -> anyhow::Resu
                 .send()
                 .await
                 .map_err(sdk)?;
-            if d.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+            if d.stream_description_summary().map(|s| s.stream_status())
+                == Some(&StreamStatus::Active)
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -62,7 +69,12 @@ pub fn partition_key(line: &str, key_field: &str) -> String {
 }
 
 /// Puts lines (one record each) in order; returns how many were put.
-pub fn put_lines(client: &Client, stream: &str, lines: &[String], key_field: &str) -> anyhow::Result<u64> {
+pub fn put_lines(
+    client: &Client,
+    stream: &str,
+    lines: &[String],
+    key_field: &str,
+) -> anyhow::Result<u64> {
     let mut put = 0;
     for chunk in lines.chunks(BATCH) {
         let mut pending: Vec<PutRecordsRequestEntry> = chunk

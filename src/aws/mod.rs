@@ -8,8 +8,8 @@
 
 pub mod kinesis_put;
 pub mod retry;
-pub mod snapshot;
 pub mod s3;
+pub mod snapshot;
 
 use std::future::Future;
 use std::sync::OnceLock;

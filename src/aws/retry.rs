@@ -32,9 +32,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The pause before attempt `n + 1` (n from 0).
     pub fn pause(&self, n: u32) -> Duration {
-        self.initial
-            .saturating_mul(1u32 << n.min(16))
-            .min(self.max)
+        self.initial.saturating_mul(1u32 << n.min(16)).min(self.max)
     }
 }
 

@@ -155,15 +155,19 @@ pub fn list(client: &Client, url: &S3Url) -> anyhow::Result<Vec<(String, u64)>> 
 
 /// Deletes one object (missing is fine).
 pub fn delete(client: &Client, url: &S3Url) -> anyhow::Result<()> {
-    block_on(retry(&format!("delete {url}"), Backoff::default(), || async {
-        client
-            .delete_object()
-            .bucket(&url.bucket)
-            .key(&url.key)
-            .send()
-            .await
-            .map_err(sdk)
-    }))?;
+    block_on(retry(
+        &format!("delete {url}"),
+        Backoff::default(),
+        || async {
+            client
+                .delete_object()
+                .bucket(&url.bucket)
+                .key(&url.key)
+                .send()
+                .await
+                .map_err(sdk)
+        },
+    ))?;
     Ok(())
 }
 
@@ -184,20 +188,33 @@ pub fn put_bytes(client: &Client, url: &S3Url, bytes: Vec<u8>) -> anyhow::Result
 
 /// Uploads a local file to one object; multipart above the threshold. A failed multipart
 /// upload is aborted and retried whole, so the object is either the whole file or absent.
-pub fn put_file(client: &Client, file: &Path, url: &S3Url, opts: UploadOptions) -> anyhow::Result<()> {
+pub fn put_file(
+    client: &Client,
+    file: &Path,
+    url: &S3Url,
+    opts: UploadOptions,
+) -> anyhow::Result<()> {
     let len = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
         .len();
     if len <= opts.multipart_threshold {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         return put_bytes(client, url, bytes);
     }
-    block_on(retry(&format!("multipart upload {url}"), opts.backoff, || {
-        multipart(client, file, url, opts.part_size)
-    }))
+    block_on(retry(
+        &format!("multipart upload {url}"),
+        opts.backoff,
+        || multipart(client, file, url, opts.part_size),
+    ))
 }
 
-async fn multipart(client: &Client, file: &Path, url: &S3Url, part_size: u64) -> anyhow::Result<()> {
+async fn multipart(
+    client: &Client,
+    file: &Path,
+    url: &S3Url,
+    part_size: u64,
+) -> anyhow::Result<()> {
     let created = client
         .create_multipart_upload()
         .bucket(&url.bucket)
@@ -252,7 +269,12 @@ async fn multipart(client: &Client, file: &Path, url: &S3Url, part_size: u64) ->
             // Some emulators answer 200 with a body the SDK cannot parse (moto names the
             // root element differently): trust the status only if the object is there.
             Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
-                let head = client.head_object().bucket(&url.bucket).key(&url.key).send().await;
+                let head = client
+                    .head_object()
+                    .bucket(&url.bucket)
+                    .key(&url.key)
+                    .send()
+                    .await;
                 let len = std::fs::metadata(file)?.len() as i64;
                 if head.ok().and_then(|h| h.content_length()) != Some(len) {
                     return Err(sdk(e));
@@ -301,15 +323,19 @@ impl ObjectReader {
 
     fn get(&self) -> anyhow::Result<ByteStream> {
         let range = (self.offset > 0).then(|| format!("bytes={}-", self.offset));
-        let out = block_on(retry(&format!("get {}", self.url), Backoff::default(), || {
-            let req = self
-                .client
-                .get_object()
-                .bucket(&self.url.bucket)
-                .key(&self.url.key)
-                .set_range(range.clone());
-            async move { req.send().await.map_err(sdk) }
-        }))?;
+        let out = block_on(retry(
+            &format!("get {}", self.url),
+            Backoff::default(),
+            || {
+                let req = self
+                    .client
+                    .get_object()
+                    .bucket(&self.url.bucket)
+                    .key(&self.url.key)
+                    .set_range(range.clone());
+                async move { req.send().await.map_err(sdk) }
+            },
+        ))?;
         Ok(out.body)
     }
 }

@@ -19,12 +19,23 @@ pub fn push(state: &Path, version: u64, dest: &S3Url) -> anyhow::Result<Snapshot
     let client = super::s3_client();
     check_bucket(&client, dest)?;
     let dir = snapshot_dir(state, version);
-    let manifest = verify(&dir).with_context(|| format!("snapshot {version} of {}", state.display()))?;
+    let manifest =
+        verify(&dir).with_context(|| format!("snapshot {version} of {}", state.display()))?;
     let base = version_url(dest, version);
     for (rel, _) in &manifest.files {
-        put_file(&client, &dir.join(rel), &base.join(rel), UploadOptions::default())?;
+        put_file(
+            &client,
+            &dir.join(rel),
+            &base.join(rel),
+            UploadOptions::default(),
+        )?;
     }
-    put_file(&client, &dir.join("manifest.json"), &base.join("manifest.json"), UploadOptions::default())?;
+    put_file(
+        &client,
+        &dir.join("manifest.json"),
+        &base.join("manifest.json"),
+        UploadOptions::default(),
+    )?;
     Ok(manifest)
 }
 
@@ -38,11 +49,17 @@ pub fn pull(src: &S3Url, version: u64, state: &Path) -> anyhow::Result<SnapshotM
     if target.exists() {
         anyhow::bail!("{} exists; nothing was overwritten", target.display());
     }
-    let tmp = state.join("snapshots").join(format!(".{version:010}.download"));
+    let tmp = state
+        .join("snapshots")
+        .join(format!(".{version:010}.download"));
     let _ = std::fs::remove_dir_all(&tmp);
     let base = version_url(src, version);
-    get_to_file(&client, &base.join("manifest.json"), &tmp.join("manifest.json"))
-        .with_context(|| format!("no snapshot {version} under {src}"))?;
+    get_to_file(
+        &client,
+        &base.join("manifest.json"),
+        &tmp.join("manifest.json"),
+    )
+    .with_context(|| format!("no snapshot {version} under {src}"))?;
     let manifest: SnapshotManifest =
         serde_json::from_slice(&std::fs::read(tmp.join("manifest.json"))?)?;
     for (rel, _) in &manifest.files {

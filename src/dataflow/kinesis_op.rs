@@ -67,8 +67,14 @@ pub fn kinesis_source<'scope>(
         let activator = scope.activator_for(info.address);
         let mut rx = receiver(&pipeline, source_ix, &spec, index, peers);
         let feed = Feed::default();
-        let mut reader = PartitionReader::from_read(&pipeline, source_ix, &spec.stream, Box::new(feed.clone()), false)
-            .expect("a JSON lines reader opens on any input");
+        let mut reader = PartitionReader::from_read(
+            &pipeline,
+            source_ix,
+            &spec.stream,
+            Box::new(feed.clone()),
+            false,
+        )
+        .expect("a JSON lines reader opens on any input");
         let idle_timeout = Duration::from_millis(pipeline.idle_timeout);
         let mut shards: HashMap<String, Shard> = HashMap::new();
         let mut positions: BTreeMap<String, String> = BTreeMap::new();
@@ -93,7 +99,9 @@ pub fn kinesis_source<'scope>(
                         );
                     }
                     Ok(Fetched::Records { shard, records }) => {
-                        let Some(s) = shards.get_mut(&shard) else { continue };
+                        let Some(s) = shards.get_mut(&shard) else {
+                            continue;
+                        };
                         s.last_data = Instant::now();
                         for (seq, data) in records {
                             {
@@ -105,7 +113,17 @@ pub fn kinesis_source<'scope>(
                             }
                             while let Some(outcome) = reader.next_record() {
                                 let wm = s.clock.watermark().max(held_time);
-                                handle(outcome, &mut reader, &shard, &seq, wm, s, &mut side, &metrics, &mut batch);
+                                handle(
+                                    outcome,
+                                    &mut reader,
+                                    &shard,
+                                    &seq,
+                                    wm,
+                                    s,
+                                    &mut side,
+                                    &metrics,
+                                    &mut batch,
+                                );
                             }
                             positions.insert(shard.clone(), seq);
                         }
@@ -114,7 +132,9 @@ pub fn kinesis_source<'scope>(
                         shards.remove(&shard);
                         tracing::debug!(%shard, ?last, "Kinesis shard ended");
                     }
-                    Ok(Fetched::Failed(msg)) => panic!("Kinesis source {}: {msg}", reader.source_name()),
+                    Ok(Fetched::Failed(msg)) => {
+                        panic!("Kinesis source {}: {msg}", reader.source_name())
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         finished = true;
@@ -127,11 +147,17 @@ pub fn kinesis_source<'scope>(
                 output.session(&*held).give_iterator(batch.drain(..));
             }
             if finished {
-                tracing::info!(source = reader.source_name(), ?positions, "Kinesis source done");
+                tracing::info!(
+                    source = reader.source_name(),
+                    ?positions,
+                    "Kinesis source done"
+                );
                 cap = None;
                 return;
             }
-            let busy = shards.values().filter(|s| s.last_data.elapsed() < idle_timeout);
+            let busy = shards
+                .values()
+                .filter(|s| s.last_data.elapsed() < idle_timeout);
             let w = busy
                 .map(|s| s.clock.watermark())
                 .min()
@@ -162,7 +188,13 @@ fn handle(
             Metrics::add(&metrics.records_read, 1);
             Metrics::add(&metrics.malformed, 1);
             let position = format!("sequence {seq}");
-            side.dead_letter(reader.source_name(), &place, &position, &bad.error, &bad.raw);
+            side.dead_letter(
+                reader.source_name(),
+                &place,
+                &position,
+                &bad.error,
+                &bad.raw,
+            );
         }
         ReadOutcome::Event(ev, _) => {
             Metrics::add(&metrics.records_read, 1);

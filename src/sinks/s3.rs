@@ -84,7 +84,11 @@ pub fn run_to_s3(pipeline: Pipeline, opts: &RunOptions, dest: S3Url) -> anyhow::
         .map_err(|_| anyhow::anyhow!("the S3 upload thread panicked"))??;
     let summary = result?;
     let uploaded = publisher.sync(true)?;
-    tracing::info!(objects = publisher.uploaded.len(), last = uploaded, "S3 output published");
+    tracing::info!(
+        objects = publisher.uploaded.len(),
+        last = uploaded,
+        "S3 output published"
+    );
     if !keep {
         let _ = std::fs::remove_dir_all(&staging);
     }
@@ -176,9 +180,18 @@ impl Publisher {
         let prefix = self.dest.join(dir);
         for (key, _) in list(&self.client, &prefix)? {
             let name = &key[prefix.key.len()..];
-            if name.starts_with("part-") && !name.contains('/') && !self.staging.join(dir).join(name).exists() {
+            if name.starts_with("part-")
+                && !name.contains('/')
+                && !self.staging.join(dir).join(name).exists()
+            {
                 tracing::info!(key, "removing a part file this run did not write");
-                delete(&self.client, &S3Url { bucket: self.dest.bucket.clone(), key })?;
+                delete(
+                    &self.client,
+                    &S3Url {
+                        bucket: self.dest.bucket.clone(),
+                        key,
+                    },
+                )?;
             }
         }
         Ok(())

@@ -240,7 +240,12 @@ async fn list_shards(client: &Client, stream: &str) -> anyhow::Result<BTreeMap<S
     }
 }
 
-async fn iterator(ctx: &Ctx, shard: &str, root: bool, after: Option<&str>) -> anyhow::Result<String> {
+async fn iterator(
+    ctx: &Ctx,
+    shard: &str,
+    root: bool,
+    after: Option<&str>,
+) -> anyhow::Result<String> {
     let what = format!("get shard iterator of {shard}");
     let out = crate::aws::retry::retry(&what, Backoff::default(), || {
         let mut req = ctx
@@ -278,11 +283,20 @@ fn read_shard(
     tx: mpsc::Sender<Fetched>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async move {
-        let _ = tx.send(Fetched::Started { shard: shard.clone() }).await;
+        let _ = tx
+            .send(Fetched::Started {
+                shard: shard.clone(),
+            })
+            .await;
         match poll_shard(&ctx, &shard, root, &tx).await {
             Ok(last) => {
                 tracing::info!(%shard, ?last, "Kinesis shard done");
-                let _ = tx.send(Fetched::Done { shard: shard.clone(), last }).await;
+                let _ = tx
+                    .send(Fetched::Done {
+                        shard: shard.clone(),
+                        last,
+                    })
+                    .await;
             }
             Err(e) => {
                 let _ = tx
@@ -302,7 +316,10 @@ fn read_shard(
         for child in shards.values().filter(|s| s.parents.contains(&shard)) {
             let ready = {
                 let mut l = ctx.lineage.lock().unwrap();
-                let ready = child.parents.iter().all(|p| l.finished.contains(p) || !shards.contains_key(p))
+                let ready = child
+                    .parents
+                    .iter()
+                    .all(|p| l.finished.contains(p) || !shards.contains_key(p))
                     && !l.started.contains(&child.id);
                 if ready {
                     l.started.insert(child.id.clone());
@@ -329,7 +346,14 @@ async fn poll_shard(
     let backoff = Backoff::default();
     loop {
         let called = Instant::now();
-        match ctx.client.get_records().shard_iterator(&iter).limit(10_000).send().await {
+        match ctx
+            .client
+            .get_records()
+            .shard_iterator(&iter)
+            .limit(10_000)
+            .send()
+            .await
+        {
             Ok(out) => {
                 failures = 0;
                 let records: Vec<(String, bytes::Bytes)> = out
@@ -344,7 +368,10 @@ async fn poll_shard(
                 if let Some((seq, _)) = records.last() {
                     last = Some(seq.clone());
                     idle = 0;
-                    let msg = Fetched::Records { shard: shard.to_string(), records };
+                    let msg = Fetched::Records {
+                        shard: shard.to_string(),
+                        records,
+                    };
                     if tx.send(msg).await.is_err() {
                         return Ok(last); // the run stopped
                     }
@@ -376,10 +403,14 @@ async fn poll_shard(
                 }
                 failures += 1;
                 let throttled = svc.is_some_and(|s| {
-                    s.is_provisioned_throughput_exceeded_exception() || s.is_kms_throttling_exception()
+                    s.is_provisioned_throughput_exceeded_exception()
+                        || s.is_kms_throttling_exception()
                 });
                 if !throttled && failures >= backoff.attempts {
-                    anyhow::bail!("GetRecords: {} (after {failures} attempts)", DisplayErrorContext(&e));
+                    anyhow::bail!(
+                        "GetRecords: {} (after {failures} attempts)",
+                        DisplayErrorContext(&e)
+                    );
                 }
                 let pause = backoff.pause(failures.min(10) - 1);
                 tracing::warn!(%shard, ?pause, throttled, "GetRecords: {}; backing off", DisplayErrorContext(&e));

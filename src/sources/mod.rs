@@ -65,6 +65,11 @@ pub fn kinesis_sources(p: &Pipeline) -> Vec<(usize, kinesis::KinesisSpec)> {
     p.sources
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| Some((i, kinesis::KinesisSpec::parse(&s.pattern.to_string_lossy())?.ok()?)))
+        .filter_map(|(i, s)| {
+            Some((
+                i,
+                kinesis::KinesisSpec::parse(&s.pattern.to_string_lossy())?.ok()?,
+            ))
+        })
         .collect()
 }

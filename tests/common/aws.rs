@@ -29,7 +29,10 @@ pub fn endpoint() -> String {
 /// A name no other test (or earlier run against the same emulator) uses.
 pub fn unique(base: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!(
         "{base}-{}-{}-{}",
         std::process::id(),
@@ -97,7 +100,11 @@ pub fn tree(dir: &Path) -> Vec<String> {
 pub fn channel_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     tree(dir)
         .into_iter()
-        .filter(|f| ["full/", "train/", "validation/"].iter().any(|c| f.starts_with(c)))
+        .filter(|f| {
+            ["full/", "train/", "validation/"]
+                .iter()
+                .any(|c| f.starts_with(c))
+        })
         .map(|f| {
             let bytes = fs::read(dir.join(&f)).unwrap();
             (f, bytes)
@@ -118,7 +125,10 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy in front of `upstream` (`http://host:port`).
     pub fn start(upstream: &str) -> Proxy {
-        let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let down = Arc::new(AtomicBool::new(false));
@@ -163,7 +173,11 @@ impl Proxy {
     }
 
     /// Takes the proxy down after `after` for `outage`, in the background.
-    pub fn outage(self: &Arc<Self>, after: std::time::Duration, outage: std::time::Duration) -> std::thread::JoinHandle<()> {
+    pub fn outage(
+        self: &Arc<Self>,
+        after: std::time::Duration,
+        outage: std::time::Duration,
+    ) -> std::thread::JoinHandle<()> {
         let p = self.clone();
         std::thread::spawn(move || {
             std::thread::sleep(after);

@@ -6,8 +6,8 @@
 # the server it started (by its pid). infra/test.sh calls both (moto_stop from a trap).
 
 moto_start() {
-  if ! command -v moto_server >/dev/null 2>&1; then
-    echo "error: moto_server not found; install it with: pip install 'moto[server]'" >&2
+  if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    echo "error: moto's server is not installed; install it with: pip install 'moto[server]'" >&2
     return 1
   fi
   local port

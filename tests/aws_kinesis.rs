@@ -162,3 +162,20 @@ fn resharding_split_mid_stream_loses_nothing_and_keeps_order_per_key() {
         assert_eq!(ids, sorted, "order of key {key} changed");
     }
 }
+
+#[test]
+fn kinesis_paths_parse_and_bad_ones_name_the_fix() {
+    use labeljoin::sources::kinesis::Start;
+    let k = |t: &str| KinesisSpec::parse(t).unwrap();
+    let s = k("kinesis://clicks").unwrap();
+    assert_eq!((s.stream.as_str(), s.start, s.stop_after_idle), ("clicks", Start::TrimHorizon, None));
+    let s = k("kinesis://a.b-c?start=at_timestamp:1700000000000&stop_after_idle=5").unwrap();
+    assert_eq!((s.start, s.stop_after_idle), (Start::AtTimestamp(1_700_000_000_000), Some(5)));
+    assert_eq!(k("kinesis://x?start=latest").unwrap().start, Start::Latest);
+    assert!(KinesisSpec::parse("s3://b/p").is_none());
+    let e = k("kinesis://x?start=yesterday").unwrap_err().to_string();
+    assert!(e.contains("unknown setting") && e.contains("kinesis://STREAM?start="), "{e}");
+    let text = ad_pipeline("30s", false).replace("\"clicks*.jsonl\"", "\"kinesis://bad name\"");
+    let e = Pipeline::from_toml(&text, "t.toml", std::path::Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("sources[1].path") && e.contains("stream name"), "{e}");
+}

@@ -168,14 +168,99 @@ fn kinesis_paths_parse_and_bad_ones_name_the_fix() {
     use labeljoin::sources::kinesis::Start;
     let k = |t: &str| KinesisSpec::parse(t).unwrap();
     let s = k("kinesis://clicks").unwrap();
-    assert_eq!((s.stream.as_str(), s.start, s.stop_after_idle), ("clicks", Start::TrimHorizon, None));
+    assert_eq!(
+        (s.stream.as_str(), s.start, s.stop_after_idle),
+        ("clicks", Start::TrimHorizon, None)
+    );
     let s = k("kinesis://a.b-c?start=at_timestamp:1700000000000&stop_after_idle=5").unwrap();
-    assert_eq!((s.start, s.stop_after_idle), (Start::AtTimestamp(1_700_000_000_000), Some(5)));
+    assert_eq!(
+        (s.start, s.stop_after_idle),
+        (Start::AtTimestamp(1_700_000_000_000), Some(5))
+    );
     assert_eq!(k("kinesis://x?start=latest").unwrap().start, Start::Latest);
     assert!(KinesisSpec::parse("s3://b/p").is_none());
     let e = k("kinesis://x?start=yesterday").unwrap_err().to_string();
-    assert!(e.contains("unknown setting") && e.contains("kinesis://STREAM?start="), "{e}");
+    assert!(
+        e.contains("unknown setting") && e.contains("kinesis://STREAM?start="),
+        "{e}"
+    );
     let text = ad_pipeline("30s", false).replace("\"clicks*.jsonl\"", "\"kinesis://bad name\"");
-    let e = Pipeline::from_toml(&text, "t.toml", std::path::Path::new(".")).unwrap_err().to_string();
-    assert!(e.contains("sources[1].path") && e.contains("stream name"), "{e}");
+    let e = Pipeline::from_toml(&text, "t.toml", std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sources[1].path") && e.contains("stream name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_idle_shard_does_not_hold_the_watermark_back() {
+    common::aws::endpoint();
+    let s = Scratch::new();
+    let cfg = GenConfig {
+        impressions: 1500,
+        users: 50,
+        rate_per_s: 0.3, // about 80 minutes of event time: hour partitions complete
+        late_fraction: 0.0,
+        malformed_fraction: 0.0,
+        ..GenConfig::default()
+    };
+    write_files(&cfg, s.path()).unwrap();
+    let local = s.run(&ad_pipeline("30s", false), 1, "local");
+    // Every record gets one partition key: one shard of each stream has everything, the
+    // other stays empty (idle) until the source stops it after ~15 s.
+    let prefix = unique("idle");
+    let client = kinesis_client();
+    for name in ["impressions", "clicks", "predictions"] {
+        let stream = format!("{prefix}-{name}");
+        ensure_stream(&client, &stream, 2).unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(s.path().join(format!("{name}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| l.replacen('{', r#"{"k":"one","#, 1))
+            .collect();
+        put_lines(&client, &stream, &lines, "k").unwrap();
+    }
+    let src = |name: &str| format!("\"kinesis://{prefix}-{name}?stop_after_idle=75\"");
+    let text = ad_pipeline("30s", false)
+        .replace(
+            "max_out_of_orderness = \"30s\"",
+            "max_out_of_orderness = \"30s\"\nidle_timeout = \"1s\"",
+        )
+        .replace("\"impressions*.jsonl\"", &src("impressions"))
+        .replace("\"clicks*.jsonl\"", &src("clicks"))
+        .replace("\"predictions*.jsonl\"", &src("predictions"));
+    let out = s.path().join("out-idle");
+    let job = {
+        let (text, dir, out) = (text.clone(), s.path().to_path_buf(), out.clone());
+        std::thread::spawn(move || {
+            let p = Pipeline::from_toml(&text, "k.toml", &dir).unwrap();
+            common::run_pipeline(p, &out, 1).summary
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut committed_while_running = None;
+    while !job.is_finished() {
+        if common::files_under(&out.join("train"), "csv").len() > 0
+            && std::fs::read_dir(&out.join("train"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|d| {
+                    common::aws::tree(&d.path())
+                        .iter()
+                        .any(|f| f.ends_with("_SUCCESS"))
+                })
+        {
+            committed_while_running = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = job.join().unwrap();
+    let at =
+        committed_while_running.expect("no partition committed before the idle shards stopped");
+    assert!(at < Duration::from_secs(12), "first commit after {at:?}");
+    assert_eq!(summary.rows, local.summary.rows);
 }

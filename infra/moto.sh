@@ -41,4 +41,8 @@ moto_stop() {
     wait "$MOTO_PID" 2>/dev/null || true
   fi
   MOTO_PID=
+  # The log is kept only when asked (MOTO_KEEP_LOG=1) or when moto_start was given one.
+  if [ -z "${MOTO_KEEP_LOG:-}" ] && [ -n "${MOTO_LOG:-}" ] && [[ "$MOTO_LOG" == */moto.*.log ]]; then
+    rm -f "$MOTO_LOG"
+  fi
 }

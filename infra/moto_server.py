@@ -5,11 +5,16 @@ moto 5 routes a record to the first shard whose hash range holds its key, open o
 so records put after a split land in the closed parent; and SplitShard moves the parent's
 records into the children. On AWS a closed parent keeps its records and takes no new ones.
 This wrapper patches both, then runs moto's own server main (same arguments).
+
+Fault injection for tests: GetRecords on a stream whose name starts with "faulty-" fails
+with ExpiredIteratorException on every 3rd call and ProvisionedThroughputExceededException
+on every 5th call per shard, as AWS does when a reader is slow or too fast.
 """
 from collections import OrderedDict
 
 from moto.kinesis import models
 from moto.kinesis.exceptions import InvalidArgumentError
+from moto.core.exceptions import JsonRESTError
 from moto.server import main
 
 _split = models.Stream.split_shard
@@ -40,6 +45,24 @@ def split_shard(self, shard_to_split, new_starting_hash_key):
         self.shards[sid].records = OrderedDict()
 
 
+_get_records = models.KinesisBackend.get_records
+_calls = {}
+
+
+def get_records(self, stream_arn, shard_iterator, limit):
+    stream, shard, _ = models.decompose_shard_iterator(shard_iterator)
+    if stream.startswith("faulty-"):
+        n = _calls[(stream, shard)] = _calls.get((stream, shard), 0) + 1
+        if n % 3 == 0:
+            raise JsonRESTError("ExpiredIteratorException", "Iterator expired (injected)")
+        if n % 5 == 0:
+            raise JsonRESTError(
+                "ProvisionedThroughputExceededException", "Rate exceeded (injected)"
+            )
+    return _get_records(self, stream_arn, shard_iterator, limit)
+
+
+models.KinesisBackend.get_records = get_records
 models.Stream.get_shard_for_key = get_shard_for_key
 models.Stream.split_shard = split_shard
 

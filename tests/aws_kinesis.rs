@@ -259,3 +259,19 @@ fn an_idle_shard_does_not_hold_the_watermark_back() {
     assert!(at < Duration::from_secs(12), "first commit after {at:?}");
     assert_eq!(summary.rows, local.summary.rows);
 }
+
+#[test]
+fn expired_iterators_and_throttling_lose_nothing() {
+    common::aws::endpoint();
+    let s = Scratch::new();
+    generate(&s, 1500);
+    let local = s.run(&ad_pipeline("30s", false), 1, "local");
+    // infra/moto_server.py fails GetRecords on "faulty-*" streams: every 3rd call with an
+    // expired iterator, every 5th with throttling.
+    let prefix = unique("faulty");
+    put_generated(s.path(), &prefix, 2).unwrap();
+    let got = s.run(&kinesis_pipeline(&prefix), 1, "kinesis");
+    assert_eq!(got.summary.events, local.summary.events);
+    assert_eq!(got.summary.duplicates, local.summary.duplicates);
+    assert_eq!(channel_files(&got.out), channel_files(&local.out));
+}

@@ -10,6 +10,7 @@ Fault injection for tests: GetRecords on a stream whose name starts with "faulty
 with ExpiredIteratorException on every 3rd call and ProvisionedThroughputExceededException
 on every 5th call per shard, as AWS does when a reader is slow or too fast.
 """
+import sys
 from collections import OrderedDict
 
 from moto.kinesis import models
@@ -62,6 +63,8 @@ def get_records(self, stream_arn, shard_iterator, limit):
     return _get_records(self, stream_arn, shard_iterator, limit)
 
 
+if not hasattr(models, "decompose_shard_iterator") or not hasattr(models, "md5_hash"):
+    sys.exit("infra/moto_server.py: this moto's Kinesis internals changed; use moto 5 (see .ci/run)")
 models.KinesisBackend.get_records = get_records
 models.Stream.get_shard_for_key = get_shard_for_key
 models.Stream.split_shard = split_shard

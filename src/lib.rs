@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod aws;
 pub mod bench;
 pub mod config;
 pub mod dataflow;

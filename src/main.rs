@@ -147,6 +147,26 @@ enum SnapshotCommand {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Upload a verified snapshot to S3: it lands under `<URL>/<version>/`, manifest last.
+    Push {
+        /// Snapshot version.
+        version: u64,
+        /// Destination, `s3://bucket/prefix`.
+        url: String,
+        /// State directory holding the snapshot.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+    },
+    /// Download a snapshot from S3 into `<state>/snapshots/` and verify it.
+    Pull {
+        /// Snapshot version.
+        version: u64,
+        /// Source, `s3://bucket/prefix` (as given to push).
+        url: String,
+        /// State directory to put the snapshot in.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -202,6 +222,13 @@ struct GenArgs {
     /// Write times as RFC 3339 strings instead of epoch ms.
     #[arg(long)]
     rfc3339: bool,
+    /// Also put the generated lines into Kinesis: stream `<KINESIS>-impressions`, ...
+    /// (created if missing), partition key = the user id.
+    #[arg(long)]
+    kinesis: Option<String>,
+    /// Shards of the streams `--kinesis` creates.
+    #[arg(long, default_value_t = 2)]
+    shards: i32,
 }
 
 fn main() -> ExitCode {
@@ -326,6 +353,29 @@ fn main_inner() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Snapshot(SnapshotCommand::Push {
+            version,
+            url,
+            state,
+        }) => {
+            let m = labeljoin::aws::snapshot::push(&state, version, &s3_url(&url)?)?;
+            println!("pushed snapshot {} ({} bytes) to {url}", m.version, m.bytes);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Pull {
+            version,
+            url,
+            state,
+        }) => {
+            let m = labeljoin::aws::snapshot::pull(&s3_url(&url)?, version, &state)?;
+            println!(
+                "pulled snapshot {} ({} bytes) into {}",
+                m.version,
+                m.bytes,
+                state.display()
+            );
+            Ok(())
+        }
         Command::Query {
             table,
             key,
@@ -410,6 +460,13 @@ fn main_inner() -> anyhow::Result<()> {
                 "wrote {} lines to {}: {} impressions, {} clicks, {} predictions, {} duplicates, {} late, {} malformed",
                 s.lines, a.out.display(), s.impressions, s.clicks, s.predictions, s.duplicates, s.late, s.malformed
             );
+            if let Some(prefix) = &a.kinesis {
+                for (stream, n) in
+                    labeljoin::aws::kinesis_put::put_generated(&a.out, prefix, a.shards)?
+                {
+                    println!("put {n} records to Kinesis stream {stream}");
+                }
+            }
             Ok(())
         }
     }
@@ -459,4 +516,10 @@ fn quiet_on_closed_pipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// An `s3://bucket/prefix` argument, checked.
+fn s3_url(text: &str) -> anyhow::Result<labeljoin::aws::s3::S3Url> {
+    labeljoin::aws::s3::S3Url::parse(text)
+        .unwrap_or_else(|| anyhow::bail!("{text:?} is not an S3 URL; write s3://bucket/prefix"))
 }

@@ -77,6 +77,11 @@ impl Default for RunOptions {
 
 /// Runs a finite replay to the end: every label finishes, every partition commits.
 pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
+    // `s3://` outputs: stage locally and publish (sinks::s3), which calls back in here.
+    let out = opts.output.as_ref().unwrap_or(&pipeline.output.dir);
+    if let Some(dest) = crate::sinks::s3::s3_output(out) {
+        return crate::sinks::s3::run_to_s3(pipeline, opts, dest?);
+    }
     let parts = partitions(&pipeline)?;
     for part in &parts {
         PartitionReader::open(&pipeline, part)?; // fail before starting on a bad header

@@ -133,7 +133,17 @@ pub(super) fn validate(
         sources.push(SourceSpec {
             name: s.name.clone(),
             stream: c.stream(&s.stream, &at("stream"))?,
-            pattern: base_dir.join(&s.path),
+            pattern: match (
+                crate::aws::s3::S3Url::parse(&s.path),
+                crate::sources::kinesis::KinesisSpec::parse(&s.path),
+            ) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                    return Err(c.err(at("path"), format!("{e:#}")))
+                }
+                // An S3 prefix or a Kinesis stream: not a local path.
+                (Some(Ok(_)), _) | (_, Some(Ok(_))) => s.path.clone().into(),
+                (None, None) => base_dir.join(&s.path),
+            },
             format,
             gzip: s.gzip,
             id_field: s.id_field.clone(),
@@ -211,11 +221,8 @@ pub(super) fn validate(
         ));
     }
     let dir = o.dir.strip_prefix("file://").unwrap_or(&o.dir);
-    if dir.starts_with("s3://") {
-        return Err(c.err(
-            "output.dir",
-            "s3:// outputs are not supported by this build yet; use a local directory",
-        ));
+    if let Some(Err(e)) = crate::aws::s3::S3Url::parse(dir) {
+        return Err(c.err("output.dir", e.to_string()));
     }
     let snapshot_every = match &file.state.snapshot_every {
         Some(every) => match duration(every, path, "state.snapshot_every")? {

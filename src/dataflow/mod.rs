@@ -2,6 +2,7 @@
 
 pub mod dedup;
 pub mod hold;
+pub mod kinesis_op;
 pub mod source_op;
 pub mod time_queue;
 
@@ -49,7 +50,7 @@ pub fn build(
     let done = ProbeHandle::new();
     let worker = scope.index();
 
-    let events = source_op::file_source(
+    let mut events = source_op::file_source(
         scope,
         pipeline.clone(),
         partitions,
@@ -57,6 +58,12 @@ pub fn build(
         side.clone(),
         watermark.clone(),
     );
+    // Kinesis sources (`kinesis://` paths) run beside the file partitions.
+    for (i, spec) in crate::sources::kinesis_sources(&pipeline) {
+        let (m, s, w) = (metrics.clone(), side.clone(), watermark.clone());
+        let stream = kinesis_op::kinesis_source(scope, pipeline.clone(), i, spec, m, s, w);
+        events = events.concat(stream);
+    }
     let events = dedup::dedup(events, pipeline.clone(), metrics.clone(), side.clone())
         .probe_with(&watermark);
 

@@ -2,5 +2,6 @@
 
 pub mod commit;
 pub mod partition;
+pub mod s3;
 pub mod schema;
 pub mod side;

@@ -1,7 +1,9 @@
 //! Sources: file partitions, record readers and per-partition watermarks.
 
 pub mod json;
+pub mod kinesis;
 pub mod reader;
+pub mod s3;
 pub mod watermark;
 
 use std::path::PathBuf;
@@ -22,6 +24,13 @@ pub fn partitions(p: &Pipeline) -> anyhow::Result<Vec<PartitionSpec>> {
     let mut out = Vec::new();
     for (i, s) in p.sources.iter().enumerate() {
         let pattern = s.pattern.to_string_lossy();
+        if kinesis::KinesisSpec::parse(&pattern).is_some() {
+            continue; // not file partitions: see kinesis_sources
+        }
+        if let Some(url) = crate::aws::s3::S3Url::parse(&pattern) {
+            out.extend(s3::partitions(i, &s.name, &url?)?);
+            continue;
+        }
         let mut files: Vec<PathBuf> = glob::glob(&pattern)
             .map_err(|e| anyhow::anyhow!("source {:?}: bad path pattern {pattern:?}: {e}", s.name))?
             .filter_map(Result::ok)
@@ -41,4 +50,26 @@ pub fn partitions(p: &Pipeline) -> anyhow::Result<Vec<PartitionSpec>> {
         );
     }
     Ok(out)
+}
+
+/// Opens a partition's bytes: a local file, or an S3 object (`s3://...`, streamed).
+pub fn open_input(path: &std::path::Path) -> anyhow::Result<Box<dyn std::io::Read>> {
+    match crate::aws::s3::S3Url::parse(&path.to_string_lossy()) {
+        Some(url) => Ok(Box::new(s3::open(&url?)?)),
+        None => Ok(Box::new(std::fs::File::open(path)?)),
+    }
+}
+
+/// The Kinesis sources of a pipeline (paths `kinesis://...`, checked by validation).
+pub fn kinesis_sources(p: &Pipeline) -> Vec<(usize, kinesis::KinesisSpec)> {
+    p.sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            Some((
+                i,
+                kinesis::KinesisSpec::parse(&s.pattern.to_string_lossy())?.ok()?,
+            ))
+        })
+        .collect()
 }

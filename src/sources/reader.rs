@@ -1,6 +1,5 @@
 //! Reads one file partition (JSON lines or CSV, optionally gzip) into typed events.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 
 use compact_str::{CompactString, ToCompactString};
@@ -97,11 +96,10 @@ pub struct PartitionReader {
 impl PartitionReader {
     /// Opens a partition; a CSV header missing a needed column is an error naming it.
     pub fn open(p: &Pipeline, part: &PartitionSpec) -> anyhow::Result<PartitionReader> {
-        let source = p.sources[part.source].clone();
-        let plan = Plan::new(&source, &p.streams[source.stream].fields);
-        let file = File::open(&part.path).map_err(|e| {
+        let source = &p.sources[part.source];
+        let file = super::open_input(&part.path).map_err(|e| {
             anyhow::anyhow!(
-                "source {:?}: cannot open {}: {e}",
+                "source {:?}: cannot open {}: {e:#}",
                 source.name,
                 part.path.display()
             )
@@ -109,13 +107,28 @@ impl PartitionReader {
         let gzip = source
             .gzip
             .unwrap_or_else(|| part.path.extension().is_some_and(|e| e == "gz"));
+        Self::from_read(p, part.source, &part.path.display().to_string(), file, gzip)
+    }
+
+    /// A reader of source `source_ix` over any byte stream (e.g. Kinesis records fed as
+    /// lines); `input` names it in errors. A JSONL reader does not latch its end:
+    /// more lines fed later are read.
+    pub fn from_read(
+        p: &Pipeline,
+        source_ix: usize,
+        input: &str,
+        file: Box<dyn Read>,
+        gzip: bool,
+    ) -> anyhow::Result<PartitionReader> {
+        let source = p.sources[source_ix].clone();
+        let plan = Plan::new(&source, &p.streams[source.stream].fields);
         let read: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
                 1 << 16,
                 file,
             )))
         } else {
-            Box::new(file)
+            file
         };
         let body = match source.format {
             Format::Jsonl => Body::Jsonl {
@@ -143,7 +156,7 @@ impl PartitionReader {
                         anyhow::bail!(
                             "source {:?}: {} has no column {name:?} (columns: {})",
                             source.name,
-                            part.path.display(),
+                            input,
                             header.iter().collect::<Vec<_>>().join(",")
                         );
                     }

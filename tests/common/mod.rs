@@ -207,3 +207,4 @@ features = [
 "#
     )
 }
+pub mod aws;

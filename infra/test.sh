@@ -28,7 +28,7 @@ fi
 
 if [ "$#" -eq 0 ] && [ -f infra/xgboost_check.py ]; then
   out=$(mktemp -d -t labeljoin-td.XXXXXX)
-  cargo run --release --quiet -- run pipelines/talkingdata.toml --output "$out" --quiet
-  python3 infra/xgboost_check.py "$out"
+  cargo run --release --quiet -- run pipelines/talkingdata.toml --output "$out/out" --state "$out/state" --quiet
+  python3 infra/xgboost_check.py "$out/out"
   rm -rf "$out"
 fi

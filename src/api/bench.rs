@@ -38,7 +38,7 @@ pub struct BenchApiArgs {
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Connections (one client thread each).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 4)]
     pub connections: usize,
     /// Repetitions of every scenario (medians are printed too).
     #[arg(long, default_value_t = 1)]

@@ -1,5 +1,6 @@
 //! Running the API: bind, serve on a tokio runtime of its own thread, stop on a signal.
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,11 @@ impl Server {
             .name("labeljoin-api".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    // No Nagle delay: a response written in two segments would otherwise
+                    // wait for the client's delayed ACK (tens of ms at the tail).
+                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     if let Some(every) = config.refresh {
                         tokio::spawn(refresh(shared.clone(), every));
                     }

@@ -128,6 +128,15 @@ impl AggState {
         }
     }
 
+    /// Time of the oldest event still held by a sliding window (`None` if empty or not
+    /// windowed).
+    pub fn oldest_in_window(&self) -> Option<Time> {
+        match self {
+            AggState::Window(w) => w.times.front().copied(),
+            _ => None,
+        }
+    }
+
     /// Time of the latest event applied (`last` and `time_since_last` states).
     pub fn last_time(&self) -> Option<Time> {
         match self {

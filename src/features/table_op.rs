@@ -1,6 +1,6 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -10,7 +10,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::agg::AggState;
-use crate::config::{Pipeline, TableSpec};
+use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Event, Value};
@@ -123,11 +123,47 @@ struct Versions {
     store: Arc<TableStore>,
     /// Per table: (key, version time, encoded row).
     pending: Vec<Vec<(CompactString, Time, Vec<u8>)>>,
-    /// When a windowed value changes without an event: an event leaves the window at
-    /// `time + window` (the version at that instant reads without it).
+    /// A windowed value changes without an event when an event leaves its window, at
+    /// `time + window`: each key with events in a window has exactly one entry here, at
+    /// the next such instant (rescheduled when it fires).
     expiries: TimeQueue<(u16, CompactString)>,
-    /// Per table: its distinct window lengths.
-    windows: Vec<Vec<Time>>,
+    /// Keys with an entry in `expiries`.
+    scheduled: HashSet<(u16, CompactString)>,
+    /// Per table: whether any feature has a sliding window.
+    windowed: Vec<bool>,
+}
+
+/// Pending versions past this many are written out before the pass ends (the last pass of
+/// a replay writes every remaining window expiry at once).
+const PENDING_LIMIT: usize = 100_000;
+
+impl Versions {
+    /// Writes every pending version, one batch per table.
+    fn write_pending(&mut self, pipeline: &Pipeline) {
+        for (spec, pending) in pipeline.tables.iter().zip(self.pending.iter_mut()) {
+            if pending.is_empty() {
+                continue;
+            }
+            let batch = pending
+                .iter()
+                .map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
+            if let Err(e) = self.store.put_versions(&spec.name, batch) {
+                panic!("cannot write versions of table {}: {e}", spec.name);
+            }
+            pending.clear();
+        }
+    }
+}
+
+/// The next instant a windowed value of this key changes with no event: the earliest
+/// `time + window` of the events still inside a window (they were trimmed by the read
+/// that encoded the last version, so it lies after that version).
+fn next_expiry(specs: &[FeatureSpec], states: &[AggState]) -> Option<Time> {
+    specs
+        .iter()
+        .zip(states)
+        .filter_map(|(f, s)| Some(s.oldest_in_window()? + f.window?))
+        .min()
 }
 
 impl Tables {
@@ -138,15 +174,11 @@ impl Tables {
             store,
             pending: pipeline.tables.iter().map(|_| Vec::new()).collect(),
             expiries: TimeQueue::default(),
-            windows: pipeline
+            scheduled: HashSet::default(),
+            windowed: pipeline
                 .tables
                 .iter()
-                .map(|t| {
-                    let mut w: Vec<Time> = t.features.iter().filter_map(|f| f.window).collect();
-                    w.sort_unstable();
-                    w.dedup();
-                    w
-                })
+                .map(|t| t.features.iter().any(|f| f.window.is_some()))
                 .collect(),
         });
         Tables {
@@ -156,20 +188,35 @@ impl Tables {
         }
     }
 
-    /// Writes the versions of every expiry instant before `before`, in time order.
+    /// Writes the versions of every expiry instant before `before`, and schedules each
+    /// key's next one.
     fn expire_before(&mut self, before: Time) {
         let Some(v) = self.versions.as_mut() else {
             return;
         };
         let mut due = Vec::new();
-        v.expiries.take_before(before, &mut due);
-        due.sort_unstable_by(|a, b| (a.0, a.1 .0, &a.1 .1).cmp(&(b.0, b.1 .0, &b.1 .1)));
-        for (t, (table, key)) in due {
-            let spec = &self.pipeline.tables[table as usize];
-            if let Some(states) = self.state[table as usize].get_mut(&key) {
+        loop {
+            v.expiries.take_before(before, &mut due);
+            if due.is_empty() {
+                return;
+            }
+            for (t, (table, key)) in due.drain(..) {
+                let spec = &self.pipeline.tables[table as usize];
+                let Some(states) = self.state[table as usize].get_mut(&key) else {
+                    continue;
+                };
                 let mut row = Vec::new();
                 row::encode(&spec.features, states, t, &mut row);
+                match next_expiry(&spec.features, states) {
+                    Some(next) => v.expiries.push(next, (table, key.clone())),
+                    None => {
+                        v.scheduled.remove(&(table, key.clone()));
+                    }
+                }
                 v.pending[table as usize].push((key, t, row));
+            }
+            if v.pending.iter().map(Vec::len).sum::<usize>() > PENDING_LIMIT {
+                v.write_pending(&self.pipeline);
             }
         }
     }
@@ -187,18 +234,7 @@ impl Tables {
         let Some(v) = self.versions.as_mut() else {
             return;
         };
-        for (spec, pending) in self.pipeline.tables.iter().zip(v.pending.iter_mut()) {
-            if pending.is_empty() {
-                continue;
-            }
-            let batch = pending
-                .iter()
-                .map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
-            if let Err(e) = v.store.put_versions(&spec.name, batch) {
-                panic!("cannot write versions of table {}: {e}", spec.name);
-            }
-            pending.clear();
-        }
+        v.write_pending(&self.pipeline);
         v.store.mark_written(worker, watermark);
     }
 
@@ -273,8 +309,14 @@ impl Tables {
             let mut row = Vec::new();
             row::encode(&spec.features, states, now, &mut row);
             v.pending[table].push((first.key.clone(), now, row));
-            for w in &v.windows[table] {
-                v.expiries.push(now + w, (table as u16, first.key.clone()));
+            if v.windowed[table] {
+                let id = (table as u16, first.key.clone());
+                if !v.scheduled.contains(&id) {
+                    if let Some(next) = next_expiry(&spec.features, states) {
+                        v.expiries.push(next, id.clone());
+                        v.scheduled.insert(id);
+                    }
+                }
             }
         }
     }

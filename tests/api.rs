@@ -10,7 +10,6 @@ use std::sync::Arc;
 use labeljoin::api::{ServeConfig, Server, Shared, Tokens};
 use labeljoin::config::Pipeline;
 use labeljoin::event::write_num;
-use labeljoin::run::{run, RunOptions};
 use labeljoin::tables::TableReader;
 use serde_json::{json, Value};
 
@@ -28,14 +27,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = Pipeline::load(Path::new("pipelines/ad_clicks.toml")).unwrap();
     let (out, state) = (dir.path().join("out"), dir.path().join("state"));
-    let opts = RunOptions {
-        output: Some(out.clone()),
-        workers: 2,
-        state: Some(state.clone()),
-        ..Default::default()
-    };
-    let summary = run(pipeline.clone(), &opts).unwrap();
-    let rows = common::Outcome { summary, out }.rows();
+    let rows = common::run_with_state(pipeline.clone(), &out, &state, 2).rows();
     Fixture {
         _dir: dir,
         state,

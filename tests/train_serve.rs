@@ -37,14 +37,7 @@ fn check(pipeline_file: &str, fields: impl Fn(&str) -> HashMap<String, String>) 
     let pipeline = Pipeline::load(Path::new(pipeline_file)).unwrap();
     let out = dir.path().join("out");
     let state = dir.path().join("state");
-    let opts = RunOptions {
-        output: Some(out.clone()),
-        workers: 2,
-        state: Some(state.clone()),
-        ..Default::default()
-    };
-    let summary = run(pipeline.clone(), &opts).unwrap();
-    let rows = common::Outcome { summary, out }.rows();
+    let rows = common::run_with_state(pipeline.clone(), &out, &state, 2).rows();
     let store = TableStore::open_read_only(&state).unwrap();
 
     let mut checked = 0;

@@ -177,14 +177,7 @@ impl TableStore {
         let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
         let db =
             DB::open_cf_for_read_only(&opts, &path, names, false).map_err(|e| rocks(dir, e))?;
-        Ok(TableStore {
-            db,
-            dir: dir.to_path_buf(),
-            progress: Default::default(),
-            write_options: write_options(),
-            cutoffs: HashMap::new(),
-            newest: AtomicU64::new(0),
-        })
+        Ok(TableStore::reader(db, dir))
     }
 
     /// Opens a state directory that a running job may be writing, as a RocksDB secondary
@@ -198,14 +191,7 @@ impl TableStore {
         let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
         let db = DB::open_cf_as_secondary(&opts, &path, &scratch.to_path_buf(), names)
             .map_err(|e| rocks(dir, e))?;
-        Ok(TableStore {
-            db,
-            dir: dir.to_path_buf(),
-            progress: Default::default(),
-            write_options: write_options(),
-            cutoffs: HashMap::new(),
-            newest: AtomicU64::new(0),
-        })
+        Ok(TableStore::reader(db, dir))
     }
 
     /// A secondary instance: reads what the writer has written since the last call.
@@ -213,6 +199,18 @@ impl TableStore {
         self.db
             .try_catch_up_with_primary()
             .map_err(|e| rocks(&self.dir, e))
+    }
+
+    /// A handle that only reads (no retention cutoffs).
+    fn reader(db: DB, dir: &Path) -> TableStore {
+        TableStore {
+            db,
+            dir: dir.to_path_buf(),
+            progress: Default::default(),
+            write_options: write_options(),
+            cutoffs: HashMap::new(),
+            newest: AtomicU64::new(0),
+        }
     }
 
     /// Table names (column families other than RocksDB's default).

@@ -57,6 +57,21 @@ pub fn run_pipeline(p: Pipeline, out: &Path, workers: usize) -> Outcome {
     }
 }
 
+/// Runs a pipeline into `out` on `workers` workers, writing its tables to `state`.
+#[allow(dead_code)] // not every test binary keeps a state
+pub fn run_with_state(p: Pipeline, out: &Path, state: &Path, workers: usize) -> Outcome {
+    let opts = RunOptions {
+        output: Some(out.to_path_buf()),
+        workers,
+        state: Some(state.to_path_buf()),
+        ..Default::default()
+    };
+    Outcome {
+        summary: run(p, &opts).unwrap(),
+        out: out.to_path_buf(),
+    }
+}
+
 /// What a run produced.
 pub struct Outcome {
     pub summary: Summary,

@@ -407,13 +407,11 @@ fn main_inner() -> anyhow::Result<()> {
                 }
                 None => {
                     // Without --as-of: the newest version, read at its own time.
-                    let as_of = match as_of.as_deref().map(time).transpose()? {
-                        Some(t) => t,
-                        None => reader
-                            .get(&table, &key, u64::MAX - 1)?
-                            .map_or(0, |(t, _)| t),
+                    let row = match as_of.as_deref().map(time).transpose()? {
+                        Some(t) => reader.get(&table, &key, t)?,
+                        None => reader.latest(&table, &key)?,
                     };
-                    match reader.get(&table, &key, as_of)? {
+                    match row {
                         Some((t, values)) => println!("{}", json(t, values)),
                         None => println!("null"),
                     }

@@ -111,7 +111,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let api = opts
         .serve
         .map(|addr| {
-            let dir = opts.state.as_deref();
+            let dir = state.as_deref();
             crate::api::JobServer::start(
                 addr,
                 store.as_ref(),
@@ -270,17 +270,14 @@ fn spawn_maintenance(
                 }
             }
             if let Some(every) = every {
-                match next_due {
-                    None if written > 0 && written < Time::MAX => {
-                        next_due = Some((written / every + 1) * every)
-                    }
-                    Some(due) if written >= due && written < Time::MAX && !done => {
-                        let m = snapshot::create(&store, &dir, version, written)?;
-                        tracing::info!(version, watermark = %display(written), bytes = m.bytes, "snapshot");
-                        version += 1;
-                        next_due = Some((written / every + 1) * every);
-                    }
-                    _ => {}
+                let running = written > 0 && written < Time::MAX && !done;
+                if running && next_due.is_some_and(|due| written >= due) {
+                    let m = snapshot::create(&store, &dir, version, written)?;
+                    tracing::info!(version, watermark = %display(written), bytes = m.bytes, "snapshot");
+                    version += 1;
+                }
+                if running && next_due.is_none_or(|due| written >= due) {
+                    next_due = Some((written / every + 1) * every);
                 }
                 if done {
                     let m = snapshot::create(&store, &dir, version, written)?;

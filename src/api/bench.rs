@@ -196,7 +196,7 @@ fn sample_keys(shared: &Shared, table: &str, n: usize) -> anyhow::Result<Vec<Str
     let cf = db
         .cf_handle(table)
         .ok_or_else(|| anyhow::anyhow!("--table: no table {table:?}"))?;
-    let mut it = db.raw_iterator_cf(cf);
+    let mut it = db.raw_iterator_cf_opt(cf, crate::tables::store::all_keys());
     it.seek_to_first();
     let mut out: Vec<String> = Vec::new();
     while let Some(k) = it.key() {

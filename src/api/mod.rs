@@ -34,7 +34,7 @@ pub const MAX_KEYS: usize = 1_000;
 /// Most versions one history answer returns (the newest are kept).
 pub const MAX_HISTORY: usize = 10_000;
 /// Latest time a read may ask for (larger `as_of` values are read as this).
-pub const MAX_TIME: Time = Time::MAX - 2;
+pub use crate::tables::LATEST as MAX_TIME;
 
 /// What every request reads: the tables and, inside a job, its counters and progress.
 pub struct Shared {

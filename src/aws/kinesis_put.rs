@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use super::sdk_error as sdk;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use aws_sdk_kinesis::Client;
@@ -14,10 +14,6 @@ use super::retry::{retry, Backoff};
 
 /// Records per PutRecords call (the Kinesis maximum is 500 records or 5 MiB).
 const BATCH: usize = 500;
-
-fn sdk<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
-}
 
 /// Creates `stream` with `shards` shards unless it exists, and waits until it is active.
 pub fn ensure_stream(client: &Client, stream: &str, shards: i32) -> anyhow::Result<()> {

@@ -31,6 +31,12 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// An SDK error with its whole chain of causes (the SDK's own `Display` says only
+/// "service error").
+pub fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e))
+}
+
 /// Runs a future to completion from synchronous code (timely workers, the CLI).
 pub fn block_on<F: Future>(f: F) -> F::Output {
     runtime().block_on(f)

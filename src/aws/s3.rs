@@ -4,8 +4,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
+use super::sdk_error as sdk;
 use anyhow::Context;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -100,10 +100,6 @@ impl Default for UploadOptions {
             backoff: Backoff::default(),
         }
     }
-}
-
-fn sdk<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
 }
 
 /// Fails with a clear message when the bucket does not exist or cannot be reached.

@@ -103,6 +103,7 @@ pub fn kinesis_source<'scope>(
                             continue;
                         };
                         s.last_data = Instant::now();
+                        let last_seq = records.last().map(|(seq, _)| seq.clone());
                         for (seq, data) in records {
                             {
                                 let mut q = feed.0.borrow_mut();
@@ -125,6 +126,8 @@ pub fn kinesis_source<'scope>(
                                     &mut batch,
                                 );
                             }
+                        }
+                        if let Some(seq) = last_seq {
                             positions.insert(shard.clone(), seq);
                         }
                     }
@@ -181,12 +184,12 @@ fn handle(
     metrics: &Metrics,
     batch: &mut Vec<Event>,
 ) {
-    let place = std::path::PathBuf::from(format!("kinesis-shard:{shard}"));
     match outcome {
         ReadOutcome::Skip => {}
         ReadOutcome::Bad(bad) => {
             Metrics::add(&metrics.records_read, 1);
             Metrics::add(&metrics.malformed, 1);
+            let place = std::path::PathBuf::from(format!("kinesis-shard:{shard}"));
             let position = format!("sequence {seq}");
             side.dead_letter(
                 reader.source_name(),

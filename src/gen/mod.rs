@@ -187,7 +187,7 @@ impl GenEvent {
         if epoch_ms_times {
             self.ts().to_string()
         } else {
-            format!("\"{}\"", format_rfc3339_ms(self.ts()))
+            format!("\"{}\"", crate::time::display(self.ts()))
         }
     }
 
@@ -245,34 +245,6 @@ impl GenEvent {
 
 fn quote(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")
-}
-
-/// Formats epoch ms as RFC 3339 UTC with millis, e.g. `2023-11-14T22:13:20.123Z`.
-fn format_rfc3339_ms(ms: u64) -> String {
-    let days = (ms / 86_400_000) as i64;
-    let rem = ms % 86_400_000;
-    let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// An event with its arrival time (the file position key before the tie-breaker).

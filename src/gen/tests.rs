@@ -192,7 +192,7 @@ fn file_names_and_no_predictions_file() {
 
 #[test]
 fn line_formats() {
-    let rfc = format_rfc3339_ms;
+    let rfc = crate::time::display;
     assert_eq!(rfc(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(rfc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     assert_eq!(rfc(951_782_400_000), "2000-02-29T00:00:00.000Z");

@@ -20,6 +20,7 @@ use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
 use crate::aws::retry::Backoff;
+use crate::aws::sdk_error as sdk;
 use crate::config::Pipeline;
 use crate::time::Time;
 
@@ -192,10 +193,6 @@ struct ShardInfo {
     id: String,
     parents: Vec<String>,
     closed: bool,
-}
-
-fn sdk<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
 }
 
 /// Every shard of a stream (all `ListShards` pages), by id.

@@ -50,6 +50,10 @@ pub fn write_schema(state: &Path, pipeline: &Pipeline) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The latest time a read may ask for: later `as_of` values read as this (reads compute
+/// `as_of + 1`, and `Time::MAX` stands for "inputs ended").
+pub const LATEST: Time = Time::MAX - 2;
+
 /// A decoded row: the time of the version it comes from, and each feature by name.
 pub type NamedRow = (Time, Vec<(String, Option<f64>)>);
 
@@ -113,7 +117,7 @@ impl TableReader {
         let specs = self.specs(table)?;
         Ok(self
             .store
-            .get(table, key.as_bytes(), Time::MAX - 2)?
+            .get(table, key.as_bytes(), LATEST)?
             .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, t)))))
     }
 

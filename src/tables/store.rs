@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
 use super::keys;
 use super::retention::{Cutoff, RetentionFilterFactory};
@@ -67,8 +67,8 @@ pub struct TableStore {
     dir: PathBuf,
     /// Per local worker: every version before this time is written (see `written_through`).
     progress: std::sync::Mutex<Vec<Time>>,
-    /// Options of every version write.
-    write_options: WriteOptions,
+    /// Table names (column families other than RocksDB's default), as opened.
+    names: Vec<String>,
     /// Per table: the retention cutoff its compactions apply (writable stores only).
     cutoffs: HashMap<String, Arc<Cutoff>>,
     /// Newest event time applied (see `observe_event_time`).
@@ -86,10 +86,9 @@ const BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// Memtable size per table (RocksDB's default is 64 MiB).
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
 
-fn write_options() -> WriteOptions {
-    // The write-ahead log stays on (unsynced): secondary readers (`labeljoin serve` on a
-    // live state) tail it, so versions are visible to them before a memtable flush.
-    WriteOptions::default()
+/// Column family names without RocksDB's `default`.
+fn tables_of(names: Vec<String>) -> Vec<String> {
+    names.into_iter().filter(|n| n != "default").collect()
 }
 
 /// Read options of an iterator over the versions of one key (uses the prefix filters).
@@ -162,7 +161,7 @@ impl TableStore {
             db,
             dir: dir.to_path_buf(),
             progress: Default::default(),
-            write_options: write_options(),
+            names: tables_of(names),
             cutoffs,
             newest: AtomicU64::new(0),
         })
@@ -176,8 +175,8 @@ impl TableStore {
         let path = db_dir(dir);
         let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
         let db =
-            DB::open_cf_for_read_only(&opts, &path, names, false).map_err(|e| rocks(dir, e))?;
-        Ok(TableStore::reader(db, dir))
+            DB::open_cf_for_read_only(&opts, &path, &names, false).map_err(|e| rocks(dir, e))?;
+        Ok(TableStore::reader(db, dir, names))
     }
 
     /// Opens a state directory that a running job may be writing, as a RocksDB secondary
@@ -189,9 +188,9 @@ impl TableStore {
         opts.set_max_open_files(-1); // required by secondary instances
         let path = db_dir(dir);
         let names = DB::list_cf(&opts, &path).map_err(|e| rocks(dir, e))?;
-        let db = DB::open_cf_as_secondary(&opts, &path, &scratch.to_path_buf(), names)
+        let db = DB::open_cf_as_secondary(&opts, &path, &scratch.to_path_buf(), &names)
             .map_err(|e| rocks(dir, e))?;
-        Ok(TableStore::reader(db, dir))
+        Ok(TableStore::reader(db, dir, names))
     }
 
     /// A secondary instance: reads what the writer has written since the last call.
@@ -202,12 +201,12 @@ impl TableStore {
     }
 
     /// A handle that only reads (no retention cutoffs).
-    fn reader(db: DB, dir: &Path) -> TableStore {
+    fn reader(db: DB, dir: &Path, names: Vec<String>) -> TableStore {
         TableStore {
             db,
             dir: dir.to_path_buf(),
             progress: Default::default(),
-            write_options: write_options(),
+            names: tables_of(names),
             cutoffs: HashMap::new(),
             newest: AtomicU64::new(0),
         }
@@ -215,8 +214,7 @@ impl TableStore {
 
     /// Table names (column families other than RocksDB's default).
     pub fn tables(&self) -> Vec<String> {
-        let names = DB::list_cf(&Options::default(), db_dir(&self.dir)).unwrap_or_default();
-        names.into_iter().filter(|n| n != "default").collect()
+        self.names.clone()
     }
 
     fn cf(&self, table: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -247,9 +245,9 @@ impl TableStore {
         for (k, row) in &entries {
             batch.put_cf(cf, k, row);
         }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(|e| rocks(&self.dir, e))
+        // The write-ahead log stays on (unsynced): secondary readers (`labeljoin serve` on
+        // a live state) tail it, so versions are visible to them before a memtable flush.
+        self.db.write(batch).map_err(|e| rocks(&self.dir, e))
     }
 
     /// The newest version of `key` at or before `as_of`: the row after all events `<= as_of`.

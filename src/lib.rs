@@ -20,3 +20,4 @@ pub mod sinks;
 pub mod sources;
 pub mod tables;
 pub mod time;
+pub mod varint;

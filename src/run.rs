@@ -129,10 +129,15 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let progress = opts
         .progress
         .then(|| spawn_progress(metrics.clone(), stop.clone()));
+    // Reads of sliding windows subtract the version one window earlier (see `tables::row`):
+    // retention keeps that much more history.
     let retention: Vec<(String, Time)> = pipeline
         .tables
         .iter()
-        .filter_map(|t| Some((t.name.clone(), t.retention?)))
+        .filter_map(|t| {
+            let longest = crate::tables::row::windows(&t.features).last().copied();
+            Some((t.name.clone(), t.retention? + longest.unwrap_or(0)))
+        })
         .collect();
     let maintenance = match (&store, &state) {
         (Some(store), Some(dir)) => Some(spawn_maintenance(
@@ -262,7 +267,9 @@ fn spawn_maintenance(
             let now = written.min(store.newest_event_time().saturating_add(1));
             for (table, keep) in &retention {
                 let cutoff = now.saturating_sub(*keep);
-                if done {
+                // A full compaction at the end only when it can remove a version of this
+                // run; otherwise compactions apply the cutoff as they happen.
+                if done && cutoff > store.oldest_event_time() {
                     let removed = store.apply_retention(table, cutoff)?;
                     tracing::info!(table, cutoff = %display(cutoff), removed, "retention");
                 } else {

@@ -32,18 +32,42 @@ pub enum AggState {
 /// Time of `AggState::Last` before any event.
 const NEVER: Time = Time::MAX;
 
-/// Events inside a sliding window, oldest first, with running sums.
+/// Events inside a sliding window, oldest first.
+///
+/// Counts, sums and means are differences of running totals: everything applied minus
+/// everything expired, each summed in event order from zero. A stored version keeps the
+/// running totals (see [`crate::tables::row`]), so a table read computes the same
+/// difference from two versions and gets the same bits, and no version is needed when an
+/// event leaves the window.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Window {
     /// Event times; for min/max a monotone deque, front = answer.
     times: VecDeque<Time>,
     /// Values beside `times`, except for counts (every value is 1).
     values: VecDeque<f64>,
-    /// Number of events in the window (min/max deques hold fewer).
-    count: u64,
-    sum: f64,
+    /// Running totals of every event applied: count and sum.
+    total: (u64, f64),
+    /// Running totals of the events expired, in the same order.
+    expired: (u64, f64),
     distinct: HashMap<u64, u32>,
     last: Option<(Time, f64)>,
+}
+
+/// Whether a windowed feature is read as a difference of running totals (count, sum and
+/// mean); the others (min, max, distinct count, last) change when an event leaves.
+pub fn windowed_by_totals(spec: &FeatureSpec) -> bool {
+    spec.window.is_some() && matches!(spec.agg, Agg::Count | Agg::Sum | Agg::Mean)
+}
+
+/// The value of a count, sum or mean from running totals `(count, sum)`: all events
+/// minus the events before the window.
+pub fn from_totals(agg: Agg, all: (f64, f64), before: (f64, f64)) -> Option<f64> {
+    let (count, sum) = (all.0 - before.0, all.1 - before.1);
+    match agg {
+        Agg::Count => Some(count),
+        Agg::Sum => Some(sum),
+        _ => (count > 0.0).then(|| sum / count),
+    }
 }
 
 impl AggState {
@@ -101,7 +125,15 @@ impl AggState {
             AggState::Distinct(set) => {
                 set.insert(x.to_bits());
             }
-            AggState::Window(w) => w.push(spec.agg, time, x),
+            AggState::Window(w) => {
+                // Reads come later than `time`: what is out of the window by then goes now,
+                // so keys that are updated but seldom read stay small.
+                w.expire(
+                    spec.agg,
+                    time.saturating_sub(spec.window.unwrap_or(Time::MAX)),
+                );
+                w.push(spec.agg, time, x)
+            }
         }
     }
 
@@ -133,6 +165,14 @@ impl AggState {
     pub fn oldest_in_window(&self) -> Option<Time> {
         match self {
             AggState::Window(w) => w.times.front().copied(),
+            _ => None,
+        }
+    }
+
+    /// Running totals `(count, sum)` of every event applied to a sliding window.
+    pub fn totals(&self) -> Option<(u64, f64)> {
+        match self {
+            AggState::Window(w) => Some(w.total),
             _ => None,
         }
     }
@@ -176,13 +216,14 @@ impl Window {
                 }
             }
             Agg::DistinctCount => *self.distinct.entry(x.to_bits()).or_insert(0) += 1,
-            _ => self.sum += x,
+            _ => {}
         }
         self.times.push_back(time);
         if agg != Agg::Count {
             self.values.push_back(x);
         }
-        self.count += 1;
+        self.total.0 += 1;
+        self.total.1 += x;
         self.last = Some((time, x));
     }
 
@@ -211,14 +252,10 @@ impl Window {
                 }
                 Agg::Min | Agg::Max => {}
                 _ => {
-                    self.sum -= x;
-                    self.count -= 1;
+                    self.expired.0 += 1;
+                    self.expired.1 += x;
                 }
             }
-        }
-        if self.times.is_empty() {
-            self.sum = 0.0; // no float drift carried over an empty window
-            self.count = 0;
         }
         if self.last.is_some_and(|(t, _)| t < start) {
             self.last = None;
@@ -230,10 +267,11 @@ impl Window {
     }
 
     fn read(&self, agg: Agg) -> Option<f64> {
+        let totals = |(n, s): (u64, f64)| (n as f64, s);
         match agg {
-            Agg::Count => Some(self.count as f64),
-            Agg::Sum => Some(self.sum),
-            Agg::Mean => (self.count > 0).then(|| self.sum / self.count as f64),
+            Agg::Count | Agg::Sum | Agg::Mean => {
+                from_totals(agg, totals(self.total), totals(self.expired))
+            }
             Agg::Min | Agg::Max => self.values.front().copied(),
             Agg::Last => self.last.map(|(_, v)| v),
             Agg::DistinctCount => Some(self.distinct.len() as f64),

@@ -9,7 +9,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use super::agg::AggState;
+use super::agg::{windowed_by_totals, AggState};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
@@ -123,14 +123,15 @@ struct Versions {
     store: Arc<TableStore>,
     /// Per table: (key, version time, encoded row).
     pending: Vec<Vec<(CompactString, Time, Vec<u8>)>>,
-    /// A windowed value changes without an event when an event leaves its window, at
-    /// `time + window`: each key with events in a window has exactly one entry here, at
-    /// the next such instant (rescheduled when it fires).
+    /// A windowed min, max, distinct count or last changes without an event when an event
+    /// leaves its window, at `time + window`: each key with events in such a window has
+    /// exactly one entry here, at the next such instant (rescheduled when it fires).
+    /// Windowed counts, sums and means need none: versions keep running totals.
     expiries: TimeQueue<(u16, CompactString)>,
     /// Keys with an entry in `expiries`.
     scheduled: HashSet<(u16, CompactString)>,
-    /// Per table: whether any feature has a sliding window.
-    windowed: Vec<bool>,
+    /// Per table: whether any feature needs [`Versions::expiries`].
+    expiring: Vec<bool>,
 }
 
 /// Pending versions past this many are written out before the pass ends (the last pass of
@@ -155,13 +156,19 @@ impl Versions {
     }
 }
 
-/// The next instant a windowed value of this key changes with no event: the earliest
-/// `time + window` of the events still inside a window (they were trimmed by the read
-/// that encoded the last version, so it lies after that version).
+/// Whether a feature's stored value changes when an event leaves its window.
+fn expires(f: &FeatureSpec) -> bool {
+    f.window.is_some() && !windowed_by_totals(f)
+}
+
+/// The next instant a stored windowed value of this key changes with no event: the
+/// earliest `time + window` of the events still inside such a window (they were trimmed
+/// by the read that encoded the last version, so it lies after that version).
 fn next_expiry(specs: &[FeatureSpec], states: &[AggState]) -> Option<Time> {
     specs
         .iter()
         .zip(states)
+        .filter(|(f, _)| expires(f))
         .filter_map(|(f, s)| Some(s.oldest_in_window()? + f.window?))
         .min()
 }
@@ -175,10 +182,10 @@ impl Tables {
             pending: pipeline.tables.iter().map(|_| Vec::new()).collect(),
             expiries: TimeQueue::default(),
             scheduled: HashSet::default(),
-            windowed: pipeline
+            expiring: pipeline
                 .tables
                 .iter()
-                .map(|t| t.features.iter().any(|f| f.window.is_some()))
+                .map(|t| t.features.iter().any(expires))
                 .collect(),
         });
         Tables {
@@ -221,10 +228,10 @@ impl Tables {
         }
     }
 
-    /// Tells the store the newest event time applied.
-    fn observe_event_time(&self, time: Time) {
+    /// Tells the store the range of event times applied.
+    fn observe_event_times(&self, first: Time, last: Time) {
         if let Some(v) = &self.versions {
-            v.store.observe_event_time(time);
+            v.store.observe_event_times(first, last);
         }
     }
 
@@ -309,7 +316,7 @@ impl Tables {
             let mut row = Vec::new();
             row::encode(&spec.features, states, now, &mut row);
             v.pending[table].push((first.key.clone(), now, row));
-            if v.windowed[table] {
+            if v.expiring[table] {
                 let id = (table as u16, first.key.clone());
                 if !v.scheduled.contains(&id) {
                     if let Some(next) = next_expiry(&spec.features, states) {
@@ -390,8 +397,8 @@ pub fn table_operator<'scope>(
                 );
             }
             tables.expire_before(watermark);
-            if let Some(last) = order.last() {
-                tables.observe_event_time(last.time);
+            if let (Some(first), Some(last)) = (order.first(), order.last()) {
+                tables.observe_event_times(first.time, last.time);
             }
             tables.flush_versions(worker, watermark);
             if let Some(cap) = held.get() {

@@ -14,12 +14,7 @@ pub fn encode(key: &[u8], time: Time, out: &mut Vec<u8>) {
 
 /// The bytes every version of `key` starts with.
 pub fn prefix(key: &[u8], out: &mut Vec<u8>) {
-    let mut n = key.len() as u64;
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+    crate::varint::put(out, key.len() as u64);
     out.extend_from_slice(key);
 }
 
@@ -35,16 +30,8 @@ pub fn has_time(stored: &[u8]) -> bool {
 
 /// Splits a stored key into (key, time); `None` if it is not one.
 pub fn decode(stored: &[u8]) -> Option<(&[u8], Time)> {
-    let (mut len, mut shift, mut pos) = (0u64, 0, 0);
-    loop {
-        let b = *stored.get(pos)?;
-        pos += 1;
-        len |= ((b & 0x7f) as u64) << shift;
-        if b < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
+    let mut pos = 0;
+    let len = crate::varint::get(stored, &mut pos)?;
     let end = pos.checked_add(len as usize)?;
     let key = stored.get(pos..end)?;
     let time: [u8; 8] = stored.get(end..)?.try_into().ok()?;

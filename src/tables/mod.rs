@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod keys;
+pub mod pack;
 pub mod retention;
 pub mod row;
 pub mod snapshot;
@@ -105,20 +106,20 @@ impl TableReader {
     /// The row of `key` after all events `<= as_of`, with the version time it comes from.
     pub fn get(&self, table: &str, key: &str, as_of: Time) -> anyhow::Result<Option<NamedRow>> {
         let specs = self.specs(table)?;
-        Ok(self
-            .store
-            .get(table, key.as_bytes(), as_of)?
-            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, as_of)))))
+        match self.store.get(table, key.as_bytes(), as_of)? {
+            Some((t, bytes)) => Ok(Some((t, self.decode(table, specs, key, &bytes, as_of)?))),
+            None => Ok(None),
+        }
     }
 
     /// The newest version of `key`, read at its own time (a finished or quiet state's
     /// current row).
     pub fn latest(&self, table: &str, key: &str) -> anyhow::Result<Option<NamedRow>> {
         let specs = self.specs(table)?;
-        Ok(self
-            .store
-            .get(table, key.as_bytes(), LATEST)?
-            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, t)))))
+        match self.store.get(table, key.as_bytes(), LATEST)? {
+            Some((t, bytes)) => Ok(Some((t, self.decode(table, specs, key, &bytes, t)?))),
+            None => Ok(None),
+        }
     }
 
     /// Every version of `key` in `[from, to]`, each read at its own time.
@@ -131,10 +132,35 @@ impl TableReader {
     ) -> anyhow::Result<Vec<NamedRow>> {
         let specs = self.specs(table)?;
         let versions = self.store.history(table, key.as_bytes(), from, to)?;
-        Ok(versions
+        versions
             .into_iter()
-            .map(|(t, bytes)| (t, named(specs, row::decode(specs, &bytes, t))))
-            .collect())
+            .map(|(t, bytes)| Ok((t, self.decode(table, specs, key, &bytes, t)?)))
+            .collect()
+    }
+
+    /// Decodes a version of `key` read `as_of`, with the earlier versions its sliding
+    /// windows subtract (see [`row`]).
+    fn decode(
+        &self,
+        table: &str,
+        specs: &[FeatureSpec],
+        key: &str,
+        bytes: &[u8],
+        as_of: Time,
+    ) -> anyhow::Result<Vec<(String, Option<f64>)>> {
+        let mut earlier = Vec::new();
+        for w in row::windows(specs) {
+            if let Some(t) = as_of.checked_sub(w) {
+                earlier.push((w, self.store.get(table, key.as_bytes(), t)?.map(|v| v.1)));
+            }
+        }
+        let before = |w: Time| {
+            earlier
+                .iter()
+                .find(|(window, _)| *window == w)
+                .and_then(|(_, row)| row.as_deref())
+        };
+        Ok(named(specs, row::decode(specs, bytes, as_of, before)))
     }
 }
 

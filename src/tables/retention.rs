@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 
-use super::keys;
+use super::{keys, pack};
 use crate::time::Time;
 
 /// One table's retention cutoff and a count of removed versions, shared with the store.
@@ -70,7 +70,9 @@ pub struct RetentionFilter {
 }
 
 impl CompactionFilter for RetentionFilter {
-    fn filter(&mut self, _level: u32, stored: &[u8], _value: &[u8]) -> Decision {
+    fn filter(&mut self, _level: u32, stored: &[u8], value: &[u8]) -> Decision {
+        // `time` is the entry's oldest version (see `pack`): an entry older than the one
+        // kept holds only versions older than it.
         let Some((key, time)) = keys::decode(stored) else {
             return Decision::Keep;
         };
@@ -83,7 +85,8 @@ impl CompactionFilter for RetentionFilter {
             return Decision::Keep;
         }
         if self.kept_old {
-            self.shared.removed.fetch_add(1, Relaxed);
+            let versions = pack::versions(value, time).count() as u64;
+            self.shared.removed.fetch_add(versions, Relaxed);
             return Decision::Remove;
         }
         self.kept_old = true;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 
-use super::keys;
 use super::retention::{Cutoff, RetentionFilterFactory};
+use super::{keys, pack};
 use crate::time::Time;
 
 /// Layout version of the state directory; bump on any incompatible change.
-pub const FORMAT: &str = "labeljoin-tables 1";
+pub const FORMAT: &str = "labeljoin-tables 2";
 const FORMAT_FILE: &str = "FORMAT";
 
 /// Why the store could not be used. Each names the directory and what to do.
@@ -71,7 +71,8 @@ pub struct TableStore {
     names: Vec<String>,
     /// Per table: the retention cutoff its compactions apply (writable stores only).
     cutoffs: HashMap<String, Arc<Cutoff>>,
-    /// Newest event time applied (see `observe_event_time`).
+    /// Oldest and newest event times applied (see `observe_event_times`).
+    oldest: AtomicU64,
     newest: AtomicU64,
 }
 
@@ -163,6 +164,7 @@ impl TableStore {
             progress: Default::default(),
             names: tables_of(names),
             cutoffs,
+            oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
         })
     }
@@ -208,6 +210,7 @@ impl TableStore {
             progress: Default::default(),
             names: tables_of(names),
             cutoffs: HashMap::new(),
+            oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
         }
     }
@@ -230,20 +233,27 @@ impl TableStore {
         versions: impl IntoIterator<Item = (&'a [u8], Time, &'a [u8])>,
     ) -> Result<(), StoreError> {
         let cf = self.cf(table)?;
-        // In key order the memtable's skip list reuses its last insert position: inserting
-        // a pass's versions unsorted cost a third of a `--state` run in skip-list searches.
-        let mut entries: Vec<(Vec<u8>, &[u8])> = versions
-            .into_iter()
-            .map(|(key, time, row)| {
-                let mut k = Vec::with_capacity(key.len() + 9);
-                keys::encode(key, time, &mut k);
-                (k, row)
-            })
-            .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // One entry per key (see `pack`), written in key order: the memtable's skip list
+        // then reuses its last insert position.
+        let mut versions: Vec<(&[u8], Time, &[u8])> = versions.into_iter().collect();
+        // Stable: of two versions at the same time, the later one written wins.
+        versions.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        versions.dedup_by(|later, earlier| {
+            let same = (later.0, later.1) == (earlier.0, earlier.1);
+            if same {
+                *earlier = *later;
+            }
+            same
+        });
         let mut batch = WriteBatch::default();
-        for (k, row) in &entries {
-            batch.put_cf(cf, k, row);
+        let (mut stored, mut value, mut run) = (Vec::new(), Vec::new(), Vec::new());
+        for one_key in versions.chunk_by(|a, b| a.0 == b.0) {
+            run.clear();
+            run.extend(one_key.iter().map(|(_, t, row)| (*t, *row)));
+            value.clear();
+            let oldest = pack::encode(&run, &mut value);
+            keys::encode(one_key[0].0, oldest, &mut stored);
+            batch.put_cf(cf, &stored, &value);
         }
         // The write-ahead log stays on (unsynced): secondary readers (`labeljoin serve` on
         // a live state) tail it, so versions are visible to them before a memtable flush.
@@ -258,7 +268,9 @@ impl TableStore {
         it.seek(&seek);
         let found = match (it.key(), it.value()) {
             (Some(k), Some(v)) => match keys::decode(k) {
-                Some((kk, t)) if kk == key => Some((t, v.to_vec())),
+                Some((kk, oldest)) if kk == key => {
+                    pack::at(v, oldest, as_of).map(|(t, row)| (t, row.to_vec()))
+                }
                 _ => None,
             },
             _ => None,
@@ -280,11 +292,22 @@ impl TableStore {
         keys::encode(key, to, &mut seek);
         it.seek(&seek);
         let mut out = Vec::new();
+        // Entries newest first; an entry's versions at or after a newer entry's oldest one
+        // were rewritten by it (a replay) and are skipped.
+        let mut shadowed_from = Time::MAX;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            match keys::decode(k) {
-                Some((kk, t)) if kk == key && t >= from => out.push((t, v.to_vec())),
-                _ => break,
+            let Some((_, oldest)) = keys::decode(k).filter(|(kk, _)| *kk == key) else {
+                break;
+            };
+            out.extend(
+                pack::versions(v, oldest)
+                    .filter(|(t, _)| *t <= to && *t >= from && *t < shadowed_from)
+                    .map(|(t, row)| (t, row.to_vec())),
+            );
+            if oldest < from {
+                break;
             }
+            shadowed_from = oldest;
             it.next();
         }
         it.status().map_err(|e| rocks(&self.dir, e))?;
@@ -319,10 +342,16 @@ impl TableStore {
             .ok_or_else(|| StoreError::UnknownTable(table.to_string()))
     }
 
-    /// Records that events up to `time` have been applied (versions at window-expiry
-    /// instants may lie beyond it).
-    pub fn observe_event_time(&self, time: Time) {
-        self.newest.fetch_max(time, Relaxed);
+    /// Records that events from `first` to `last` have been applied (versions at
+    /// window-expiry instants may lie beyond `last`).
+    pub fn observe_event_times(&self, first: Time, last: Time) {
+        self.oldest.fetch_min(first, Relaxed);
+        self.newest.fetch_max(last, Relaxed);
+    }
+
+    /// The oldest event time applied by this handle (`Time::MAX` if none).
+    pub fn oldest_event_time(&self) -> Time {
+        self.oldest.load(Relaxed)
     }
 
     /// The newest event time applied to the tables (0 if none): with the watermark, the

@@ -147,8 +147,8 @@ pub struct TableFile {
     pub key: Vec<String>,
     /// The aggregates, in column order.
     pub features: Vec<FeatureFile>,
-    /// Versions older than this (behind the watermark) are compacted away, each key's
-    /// newest kept; e.g. `7d`. Default: keep every version.
+    /// Versions older than this (plus the table's longest window) behind the newest event
+    /// are compacted away, each key's newest kept; e.g. `7d`. Default: keep every version.
     pub retention: Option<String>,
 }
 

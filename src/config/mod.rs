@@ -200,7 +200,8 @@ pub struct TableSpec {
     pub key_fields: Vec<Option<Vec<FieldIx>>>,
     /// Aggregates in column order.
     pub features: Vec<FeatureSpec>,
-    /// Versions older than this behind the watermark may be compacted away.
+    /// Versions older than this (plus the longest window) behind the newest event may be
+    /// compacted away.
     pub retention: Option<Time>,
 }
 

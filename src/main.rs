@@ -401,7 +401,9 @@ fn main_inner() -> anyhow::Result<()> {
                     let (from, to) = range
                         .split_once("..")
                         .ok_or_else(|| anyhow::anyhow!("--history wants FROM..TO"))?;
-                    for (t, values) in reader.history(&table, &key, time(from)?, time(to)?)? {
+                    for (t, values) in
+                        reader.history(&table, &key, (time(from)?, time(to)?), usize::MAX)?
+                    {
                         println!("{}", json(t, values));
                     }
                 }

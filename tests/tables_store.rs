@@ -42,7 +42,10 @@ proptest! {
             let (from, to) = (a.min(b), a.max(b));
             let want: Vec<(u64, Vec<u8>)> =
                 model.range((key.clone(), from)..=(key.clone(), to)).map(|((_, t), v)| (*t, v.clone())).collect();
-            prop_assert_eq!(store.history("user", &key, from, to).unwrap(), want);
+            prop_assert_eq!(&store.history("user", &key, from, to).unwrap(), &want);
+            let limit = (a % 4 + 1) as usize;
+            let newest = want[want.len().saturating_sub(limit)..].to_vec();
+            prop_assert_eq!(store.newest_versions("user", &key, from, to, limit).unwrap(), newest);
         }
     }
 

@@ -307,11 +307,11 @@ pub async fn history(
     let mut versions = state
         .shared
         .reader
-        .history(&table, &key, from, to)
+        .history(&table, &key, (from, to), limit + 1)
         .map_err(|e| ApiError::internal(format!("reading table {table:?}: {e:#}")))?;
     let truncated = versions.len() > limit;
     if truncated {
-        versions.drain(..versions.len() - limit); // keep the newest
+        versions.remove(0); // the one past the limit, oldest
     }
     let versions: Vec<HistoryVersion> = versions
         .into_iter()

@@ -27,6 +27,10 @@ use crate::time::Time;
 /// Minimum pause between two GetRecords calls on one shard (Kinesis: 5 calls/s/shard).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Least time between two checks whether a caught-up shard was closed (ListShards allows
+/// 1,000 calls/s per stream; every idle shard checking on every poll would crowd it).
+const CLOSED_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Where a shard with no checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Start {
@@ -341,6 +345,7 @@ async fn poll_shard(
     let mut iter = iterator(ctx, shard, root, None).await?;
     let (mut idle, mut failures) = (0u32, 0u32);
     let backoff = Backoff::default();
+    let mut checked_closed: Option<Instant> = None;
     loop {
         let called = Instant::now();
         match ctx
@@ -382,10 +387,15 @@ async fn poll_shard(
                 if empty {
                     // Emulators may keep returning iterators of a closed shard: a closed
                     // shard that returns nothing (caught up) is at its end too.
-                    let closed = list_shards(&ctx.client, &ctx.spec.stream)
-                        .await?
-                        .get(shard)
-                        .is_some_and(|s| s.closed);
+                    let due = checked_closed.is_none_or(|t| t.elapsed() >= CLOSED_CHECK_INTERVAL);
+                    let closed = due
+                        && list_shards(&ctx.client, &ctx.spec.stream)
+                            .await?
+                            .get(shard)
+                            .is_some_and(|s| s.closed);
+                    if due {
+                        checked_closed = Some(Instant::now());
+                    }
                     if closed || ctx.spec.stop_after_idle.is_some_and(|n| idle >= n) {
                         return Ok(last);
                     }

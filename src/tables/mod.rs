@@ -122,16 +122,19 @@ impl TableReader {
         }
     }
 
-    /// Every version of `key` in `[from, to]`, each read at its own time.
+    /// The newest `limit` versions of `key` in `[from, to]`, oldest first, each read at its
+    /// own time.
     pub fn history(
         &self,
         table: &str,
         key: &str,
-        from: Time,
-        to: Time,
+        (from, to): (Time, Time),
+        limit: usize,
     ) -> anyhow::Result<Vec<NamedRow>> {
         let specs = self.specs(table)?;
-        let versions = self.store.history(table, key.as_bytes(), from, to)?;
+        let versions = self
+            .store
+            .newest_versions(table, key.as_bytes(), from, to, limit)?;
         versions
             .into_iter()
             .map(|(t, bytes)| Ok((t, self.decode(table, specs, key, &bytes, t)?)))

@@ -287,6 +287,19 @@ impl TableStore {
         from: Time,
         to: Time,
     ) -> Result<Vec<Version>, StoreError> {
+        self.newest_versions(table, key, from, to, usize::MAX)
+    }
+
+    /// The newest `limit` versions of `key` with time in `[from, to]`, oldest first (reads
+    /// no further back than those).
+    pub fn newest_versions(
+        &self,
+        table: &str,
+        key: &[u8],
+        from: Time,
+        to: Time,
+        limit: usize,
+    ) -> Result<Vec<Version>, StoreError> {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(table)?, one_key());
         let mut seek = Vec::new();
         keys::encode(key, to, &mut seek);
@@ -302,9 +315,10 @@ impl TableStore {
             out.extend(
                 pack::versions(v, oldest)
                     .filter(|(t, _)| *t <= to && *t >= from && *t < shadowed_from)
-                    .map(|(t, row)| (t, row.to_vec())),
+                    .map(|(t, row)| (t, row.to_vec()))
+                    .take(limit - out.len()),
             );
-            if oldest < from {
+            if oldest < from || out.len() >= limit {
                 break;
             }
             shadowed_from = oldest;

@@ -106,10 +106,22 @@ impl TableReader {
     /// The row of `key` after all events `<= as_of`, with the version time it comes from.
     pub fn get(&self, table: &str, key: &str, as_of: Time) -> anyhow::Result<Option<NamedRow>> {
         let specs = self.specs(table)?;
-        match self.store.get(table, key.as_bytes(), as_of)? {
-            Some((t, bytes)) => Ok(Some((t, self.decode(table, specs, key, &bytes, as_of)?))),
-            None => Ok(None),
-        }
+        // The version as of `as_of` and, in the same pass, those its windows subtract.
+        let windows = windows_before(specs, as_of);
+        let mut times = vec![as_of];
+        times.extend(windows.iter().map(|w| as_of - w));
+        let mut found = self
+            .store
+            .get_at(table, key.as_bytes(), &times)?
+            .into_iter();
+        let Some((t, bytes)) = found.next().flatten() else {
+            return Ok(None);
+        };
+        let earlier: Vec<_> = windows
+            .into_iter()
+            .zip(found.map(|v| v.map(|v| v.1)))
+            .collect();
+        Ok(Some((t, Self::named_row(specs, &bytes, as_of, &earlier))))
     }
 
     /// The newest version of `key`, read at its own time (a finished or quiet state's
@@ -151,20 +163,38 @@ impl TableReader {
         bytes: &[u8],
         as_of: Time,
     ) -> anyhow::Result<Vec<(String, Option<f64>)>> {
-        let mut earlier = Vec::new();
-        for w in row::windows(specs) {
-            if let Some(t) = as_of.checked_sub(w) {
-                earlier.push((w, self.store.get(table, key.as_bytes(), t)?.map(|v| v.1)));
-            }
-        }
+        let windows = windows_before(specs, as_of);
+        let times: Vec<Time> = windows.iter().map(|w| as_of - w).collect();
+        let found = self.store.get_at(table, key.as_bytes(), &times)?;
+        let earlier: Vec<_> = windows
+            .into_iter()
+            .zip(found.into_iter().map(|v| v.map(|v| v.1)))
+            .collect();
+        Ok(Self::named_row(specs, bytes, as_of, &earlier))
+    }
+
+    /// Decodes a row read `as_of`, given the versions one window earlier.
+    fn named_row(
+        specs: &[FeatureSpec],
+        bytes: &[u8],
+        as_of: Time,
+        earlier: &[(Time, Option<Vec<u8>>)],
+    ) -> Vec<(String, Option<f64>)> {
         let before = |w: Time| {
             earlier
                 .iter()
                 .find(|(window, _)| *window == w)
                 .and_then(|(_, row)| row.as_deref())
         };
-        Ok(named(specs, row::decode(specs, bytes, as_of, before)))
+        named(specs, row::decode(specs, bytes, as_of, before))
     }
+}
+
+/// The windows a read `as_of` subtracts an earlier version for (those that start after 0).
+fn windows_before(specs: &[FeatureSpec], as_of: Time) -> Vec<Time> {
+    let mut windows = row::windows(specs);
+    windows.retain(|w| as_of >= *w);
+    windows
 }
 
 fn named(specs: &[FeatureSpec], values: Vec<Option<f64>>) -> Vec<(String, Option<f64>)> {

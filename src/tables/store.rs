@@ -262,19 +262,33 @@ impl TableStore {
 
     /// The newest version of `key` at or before `as_of`: the row after all events `<= as_of`.
     pub fn get(&self, table: &str, key: &[u8], as_of: Time) -> Result<Option<Version>, StoreError> {
+        Ok(self.get_at(table, key, &[as_of])?.pop().flatten())
+    }
+
+    /// [`get`](Self::get) at several times through one iterator (a row read with its
+    /// windows' earlier versions).
+    pub fn get_at(
+        &self,
+        table: &str,
+        key: &[u8],
+        times: &[Time],
+    ) -> Result<Vec<Option<Version>>, StoreError> {
         let mut it = self.db.raw_iterator_cf_opt(self.cf(table)?, one_key());
         let mut seek = Vec::new();
-        keys::encode(key, as_of, &mut seek);
-        it.seek(&seek);
-        let found = match (it.key(), it.value()) {
-            (Some(k), Some(v)) => match keys::decode(k) {
-                Some((kk, oldest)) if kk == key => {
-                    pack::at(v, oldest, as_of).map(|(t, row)| (t, row.to_vec()))
-                }
+        let mut found = Vec::with_capacity(times.len());
+        for &as_of in times {
+            keys::encode(key, as_of, &mut seek);
+            it.seek(&seek);
+            found.push(match (it.key(), it.value()) {
+                (Some(k), Some(v)) => match keys::decode(k) {
+                    Some((kk, oldest)) if kk == key => {
+                        pack::at(v, oldest, as_of).map(|(t, row)| (t, row.to_vec()))
+                    }
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        };
+            });
+        }
         it.status().map_err(|e| rocks(&self.dir, e))?;
         Ok(found)
     }

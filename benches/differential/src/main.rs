@@ -3,9 +3,10 @@
 //! For every impression `(user, time_ms)`, both approaches answer the number of impressions
 //! of the same user with a strictly smaller time. See README.md for how to run it.
 
+mod custom;
 mod half_join;
+mod input;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,109 +14,14 @@ use std::time::Instant;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Inspect;
-use timely::dataflow::operators::{Capability, InputCapability, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 
-/// Event time in milliseconds, also the timely timestamp.
-type Time = u64;
+use input::{checksum, generate, reference, Answers, Generated, Imp, Time};
 
-/// Number of distinct users.
-const USERS: u64 = 100_000;
-/// Largest delay between an impression's time and its arrival: the out-of-orderness bound.
-const MAX_DELAY_MS: u64 = 30_000;
-/// Input time advances once per this much arrival time.
-const BATCH_MS: u64 = 1_000;
 /// Events in the correctness check, unless `--events` is given.
 const CHECK_EVENTS: usize = 100_000;
-
-/// One impression, in arrival order.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct Imp {
-    id: u64,
-    user: u64,
-    time: Time,
-}
-
-/// The generated input: impressions in arrival order, and where each input batch starts.
-struct Input1 {
-    events: Vec<Imp>,
-    /// `(start index, input time)` per batch: every event from `start` on has `time >= input time`.
-    batches: Vec<(usize, Time)>,
-}
-
-/// splitmix64: seeded generator and hash in one (no dependency, same stream everywhere).
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `n` impressions: ~10 per ms, skewed users, each arriving up to 30 s after its time.
-fn generate(n: usize, seed: u64) -> Input1 {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(1);
-        mix(state)
-    };
-    let mut arriving: Vec<(Time, Imp)> = (0..n as u64)
-        .map(|id| {
-            let u = (next() >> 11) as f64 / (1u64 << 53) as f64;
-            // user = floor(USERS * u^2): user 0 is the heaviest (~0.3% of impressions).
-            let user = ((USERS as f64 * u * u) as u64).min(USERS - 1);
-            let time = id / 10;
-            let arrival = time + next() % MAX_DELAY_MS;
-            (arrival, Imp { id, user, time })
-        })
-        .collect();
-    arriving.sort_unstable_by_key(|(arrival, imp)| (*arrival, imp.id));
-    let mut batches = Vec::new();
-    for (i, (arrival, _)) in arriving.iter().enumerate() {
-        let batch = arrival / BATCH_MS;
-        if batches.last().is_none_or(|&(_, b)| b != batch) {
-            batches.push((i, batch));
-        }
-    }
-    // A batch of arrivals from `b * BATCH_MS` on has times above `b * BATCH_MS - MAX_DELAY_MS`.
-    let batches = batches
-        .into_iter()
-        .map(|(i, b)| (i, (b * BATCH_MS).saturating_sub(MAX_DELAY_MS)))
-        .collect();
-    let events = arriving.into_iter().map(|(_, imp)| imp).collect();
-    Input1 { events, batches }
-}
-
-/// Sequential reference: per user, sorted by time, count of strictly earlier impressions.
-fn reference(events: &[Imp]) -> Answers {
-    let mut by_user: Vec<(u64, Time, u64)> =
-        events.iter().map(|e| (e.user, e.time, e.id)).collect();
-    by_user.sort_unstable();
-    let mut out = Vec::with_capacity(events.len());
-    // First index of the current user, and of the current (user, time).
-    let (mut user_start, mut time_start) = (0, 0);
-    for (i, &(user, time, id)) in by_user.iter().enumerate() {
-        if i == 0 || by_user[i - 1].0 != user {
-            (user_start, time_start) = (i, i);
-        } else if by_user[i - 1].1 != time {
-            time_start = i;
-        }
-        out.push((id, (time_start - user_start) as u64));
-    }
-    out
-}
-
-/// Order-independent checksum of a multiset of `(id, count)` answers.
-fn checksum(id: u64, count: u64) -> u64 {
-    mix(id.wrapping_mul(0x1000_0000_01B3) ^ mix(count))
-}
-
-/// Answers as `(impression id, count)`.
-type Answers = Vec<(u64, u64)>;
 
 /// Where a run's answers go: a count and checksum always, the answers themselves if asked.
 #[derive(Clone, Default)]
@@ -200,7 +106,7 @@ impl Feed for InputHandleVec<Time, Imp> {
 /// once per batch and stepping the worker while the probe lags behind it.
 fn feed(
     worker: &mut timely::worker::Worker,
-    input: &Input1,
+    input: &Generated,
     probe: &ProbeHandle<Time>,
     handle: &mut impl Feed,
 ) {
@@ -221,7 +127,7 @@ fn feed(
 
 /// Runs one approach over `input` with `workers` workers; returns the wall seconds of feeding
 /// and running to completion.
-fn run(approach: Approach, input: Arc<Input1>, workers: usize, sink: Sink) -> f64 {
+fn run(approach: Approach, input: Arc<Generated>, workers: usize, sink: Sink) -> f64 {
     let start = Instant::now();
     let keep = sink.all.is_some();
     timely::execute(timely::Config::process(workers), move |worker| {
@@ -247,7 +153,7 @@ fn run(approach: Approach, input: Arc<Input1>, workers: usize, sink: Sink) -> f6
                 let out = local.clone();
                 let mut handle = InputHandleVec::<Time, Imp>::new();
                 worker.dataflow::<Time, _, _>(|scope| {
-                    custom(handle.to_stream(scope))
+                    custom::custom(handle.to_stream(scope))
                         .inspect(move |(id, count)| out.lock().unwrap().add(*id, *count, keep))
                         .probe_with(&probe);
                 });
@@ -291,81 +197,21 @@ fn differential<'scope>(
     )
 }
 
-/// A capability held at the earliest time an operator may still send at (as the project's
-/// `dataflow::hold::Held`): one capability, not one per time.
-#[derive(Default)]
-struct Held(Option<Capability<Time>>);
-
-impl Held {
-    fn hold(&mut self, cap: &InputCapability<Time>, port: usize) {
-        if let Some(&t) = cap.least() {
-            if self.0.as_ref().is_none_or(|h| *h.time() > t) {
-                self.0 = cap.retain_least(port);
-            }
-        }
-    }
-
-    fn settle(&mut self, next_pending: Option<Time>) {
-        match (next_pending, self.0.as_mut()) {
-            (Some(t), Some(cap)) => {
-                let t = t.max(*cap.time());
-                cap.downgrade(&t);
-            }
-            _ => self.0 = None,
-        }
-    }
-}
-
-/// (b) Custom: exchange by user, buffer until the frontier passes an impression's time, then
-/// per (time, user) in order: answer the lookups from the count of earlier impressions, then
-/// apply the updates (the shape of the project's `table_operator`).
-fn custom<'scope>(
-    impressions: StreamVec<'scope, Time, Imp>,
-) -> StreamVec<'scope, Time, (u64, u64)> {
-    let pact = Exchange::new(|r: &Imp| mix(r.user));
-    impressions.unary_frontier(pact, "PitCount", |_cap, _info| {
-        let mut counts: HashMap<u64, u64> = HashMap::new();
-        let mut held = Held::default();
-        let mut buffer: Vec<Imp> = Vec::new();
-        let mut done_below = 0;
-        move |(input, frontier), output| {
-            let port = output.output_index();
-            input.for_each(|cap, data| {
-                held.hold(&cap, port);
-                buffer.append(data);
-            });
-            let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            if watermark == done_below {
-                return;
-            }
-            done_below = watermark;
-            let mut ready: Vec<Imp> = buffer.extract_if(.., |r| r.time < watermark).collect();
-            ready.sort_unstable_by_key(|r| (r.time, r.user));
-            let mut answers = Vec::with_capacity(ready.len());
-            for run in ready.chunk_by(|a, b| (a.time, a.user) == (b.time, b.user)) {
-                // Lookups first: same-ms impressions do not see each other.
-                let count = counts.entry(run[0].user).or_insert(0);
-                answers.extend(run.iter().map(|r| (r.id, *count)));
-                *count += run.len() as u64;
-            }
-            if let Some(cap) = held.0.as_ref() {
-                if !answers.is_empty() {
-                    output.session(cap).give_iterator(answers.into_iter());
-                }
-            }
-            held.settle(buffer.iter().map(|r| r.time).min());
-        }
-    })
-}
-
-/// Peak resident set size of this process so far, in MiB (`VmHWM`).
-fn peak_rss_mib() -> f64 {
+/// A `kB` field of `/proc/self/status`, in MiB.
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux >= 4.0), so the peak excludes input generation.
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset peak RSS ({e}): peak_rss_mib includes input generation");
+    }
 }
 
 /// Runs both approaches and the reference on a small input; panics unless all three agree.
@@ -424,9 +270,12 @@ fn main() {
     let events = events.unwrap_or(2_000_000);
     let input = Arc::new(generate(events, seed));
     let sink = Sink::default();
+    // The generated input stays resident (input_rss_mib); the peak is taken from here on.
+    reset_peak_rss();
+    let input_rss = status_mib("VmRSS:");
     let seconds = run(approach, input.clone(), workers, sink.clone());
     // Read before the reference below allocates, so the peak is the run's own.
-    let peak = peak_rss_mib();
+    let peak = status_mib("VmHWM:");
 
     // Validate every timed run too, by multiset checksum against the sequential reference.
     let expected = reference(&input.events)
@@ -447,7 +296,7 @@ fn main() {
         Approach::Custom => "custom",
     };
     println!(
-        "approach={name} workers={workers} events={events} seconds={seconds:.3} events_per_s={:.0} peak_rss_mib={peak:.1}",
+        "approach={name} workers={workers} events={events} seconds={seconds:.3} events_per_s={:.0} peak_rss_mib={peak:.1} input_rss_mib={input_rss:.1}",
         events as f64 / seconds
     );
 }

@@ -40,6 +40,10 @@ proptest! {
             let key = vec![b'k', k];
             prop_assert_eq!(store.get("user", &key, a).unwrap(), model_get(&model, &key, a));
             let (from, to) = (a.min(b), a.max(b));
+            // Several times through one iterator (stepping or seeking) read as one at a time.
+            let times = [to, from, from / 2, to];
+            let one_by_one: Vec<_> = times.iter().map(|t| model_get(&model, &key, *t)).collect();
+            prop_assert_eq!(store.get_at("user", &key, &times).unwrap(), one_by_one);
             let want: Vec<(u64, Vec<u8>)> =
                 model.range((key.clone(), from)..=(key.clone(), to)).map(|((_, t), v)| (*t, v.clone())).collect();
             prop_assert_eq!(&store.history("user", &key, from, to).unwrap(), &want);

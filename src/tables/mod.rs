@@ -107,9 +107,10 @@ impl TableReader {
     pub fn get(&self, table: &str, key: &str, as_of: Time) -> anyhow::Result<Option<NamedRow>> {
         let specs = self.specs(table)?;
         // The version as of `as_of` and, in the same pass, those its windows subtract.
-        let windows = windows_before(specs, as_of);
-        let mut times = vec![as_of];
-        times.extend(windows.iter().map(|w| as_of - w));
+        let windows = row::windows_at(specs, as_of);
+        let times: Vec<Time> = std::iter::once(as_of)
+            .chain(windows.iter().map(|w| as_of - w))
+            .collect();
         let mut found = self
             .store
             .get_at(table, key.as_bytes(), &times)?
@@ -117,11 +118,7 @@ impl TableReader {
         let Some((t, bytes)) = found.next().flatten() else {
             return Ok(None);
         };
-        let earlier: Vec<_> = windows
-            .into_iter()
-            .zip(found.map(|v| v.map(|v| v.1)))
-            .collect();
-        Ok(Some((t, Self::named_row(specs, &bytes, as_of, &earlier))))
+        Ok(Some((t, named_row(specs, &bytes, as_of, windows, found))))
     }
 
     /// The newest version of `key`, read at its own time (a finished or quiet state's
@@ -163,38 +160,33 @@ impl TableReader {
         bytes: &[u8],
         as_of: Time,
     ) -> anyhow::Result<Vec<(String, Option<f64>)>> {
-        let windows = windows_before(specs, as_of);
+        let windows = row::windows_at(specs, as_of);
         let times: Vec<Time> = windows.iter().map(|w| as_of - w).collect();
         let found = self.store.get_at(table, key.as_bytes(), &times)?;
-        let earlier: Vec<_> = windows
-            .into_iter()
-            .zip(found.into_iter().map(|v| v.map(|v| v.1)))
-            .collect();
-        Ok(Self::named_row(specs, bytes, as_of, &earlier))
-    }
-
-    /// Decodes a row read `as_of`, given the versions one window earlier.
-    fn named_row(
-        specs: &[FeatureSpec],
-        bytes: &[u8],
-        as_of: Time,
-        earlier: &[(Time, Option<Vec<u8>>)],
-    ) -> Vec<(String, Option<f64>)> {
-        let before = |w: Time| {
-            earlier
-                .iter()
-                .find(|(window, _)| *window == w)
-                .and_then(|(_, row)| row.as_deref())
-        };
-        named(specs, row::decode(specs, bytes, as_of, before))
+        Ok(named_row(specs, bytes, as_of, windows, found))
     }
 }
 
-/// The windows a read `as_of` subtracts an earlier version for (those that start after 0).
-fn windows_before(specs: &[FeatureSpec], as_of: Time) -> Vec<Time> {
-    let mut windows = row::windows(specs);
-    windows.retain(|w| as_of >= *w);
-    windows
+/// Decodes a row read `as_of`, given the version found one window earlier for each of
+/// `windows` ([`row::windows_at`]).
+fn named_row(
+    specs: &[FeatureSpec],
+    bytes: &[u8],
+    as_of: Time,
+    windows: Vec<Time>,
+    found: impl IntoIterator<Item = Option<Version>>,
+) -> Vec<(String, Option<f64>)> {
+    let earlier: Vec<(Time, Option<Vec<u8>>)> = windows
+        .into_iter()
+        .zip(found.into_iter().map(|v| v.map(|v| v.1)))
+        .collect();
+    let before = |w: Time| {
+        earlier
+            .iter()
+            .find(|(window, _)| *window == w)
+            .and_then(|(_, row)| row.as_deref())
+    };
+    named(specs, row::decode(specs, bytes, as_of, before))
 }
 
 fn named(specs: &[FeatureSpec], values: Vec<Option<f64>>) -> Vec<(String, Option<f64>)> {

@@ -18,10 +18,13 @@ use crate::varint;
 
 /// Appends the pack of `versions` (`(time, row)`, oldest first, times ascending) and
 /// returns the oldest time, the entry's key time.
-pub fn encode(versions: &[(Time, &[u8])], out: &mut Vec<u8>) -> Time {
-    let oldest = versions.first().map_or(0, |v| v.0);
+pub fn encode<'a>(
+    versions: impl DoubleEndedIterator<Item = (Time, &'a [u8])> + ExactSizeIterator + Clone,
+    out: &mut Vec<u8>,
+) -> Time {
+    let oldest = versions.clone().next().map_or(0, |v| v.0);
     varint::put(out, versions.len() as u64);
-    for (time, row) in versions.iter().rev() {
+    for (time, row) in versions.rev() {
         varint::put(out, time - oldest);
         varint::put(out, row.len() as u64);
         out.extend_from_slice(row);
@@ -55,7 +58,7 @@ mod tests {
     fn versions_come_back_newest_first_and_reads_pick_the_newest_at_or_before() {
         let rows: [(Time, &[u8]); 3] = [(10, b"a"), (12, b""), (500, b"ccc")];
         let mut value = Vec::new();
-        assert_eq!(encode(&rows, &mut value), 10);
+        assert_eq!(encode(rows.iter().copied(), &mut value), 10);
         let back: Vec<_> = versions(&value, 10).collect();
         assert_eq!(back, vec![(500, &b"ccc"[..]), (12, b""), (10, b"a")]);
         assert_eq!(at(&value, 10, 9), None);

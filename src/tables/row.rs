@@ -61,9 +61,16 @@ pub fn windows(specs: &[FeatureSpec]) -> Vec<Time> {
     w
 }
 
+/// The [`windows`] a read `as_of` needs an earlier version for (those starting after 0).
+pub fn windows_at(specs: &[FeatureSpec], as_of: Time) -> Vec<Time> {
+    let mut w = windows(specs);
+    w.retain(|w| as_of >= *w);
+    w
+}
+
 /// Decodes a row read `as_of`: every feature's value, ratios included. `before(window)`
 /// gives the version at `as_of - window` (`None`: no events that early), one for each of
-/// [`windows`].
+/// [`windows_at`].
 pub fn decode<'a>(
     specs: &[FeatureSpec],
     bytes: &[u8],
@@ -77,9 +84,8 @@ pub fn decode<'a>(
     };
     let now = numbers(bytes);
     // Running totals as of `as_of - window`, per window.
-    let earlier: Vec<(Time, Vec<Option<f64>>)> = windows(specs)
+    let earlier: Vec<(Time, Vec<Option<f64>>)> = windows_at(specs, as_of)
         .into_iter()
-        .filter(|w| as_of >= *w)
         .filter_map(|w| Some((w, numbers(before(w)?))))
         .collect();
     let mut pos = 0;

@@ -236,11 +236,11 @@ impl TableStore {
         versions: impl IntoIterator<Item = (&'a [u8], Time, &'a [u8])>,
     ) -> Result<(), StoreError> {
         let cf = self.cf(table)?;
-        // One entry per key (see `pack`), written in key order: the memtable's skip list
-        // then reuses its last insert position.
+        // One entry per key (see `pack`), written in stored-key order (`keys`: length, then
+        // bytes): the memtable's skip list then reuses its last insert position.
         let mut versions: Vec<(&[u8], Time, &[u8])> = versions.into_iter().collect();
         // Stable: of two versions at the same time, the later one written wins.
-        versions.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        versions.sort_by(|a, b| (a.0.len(), a.0, a.1).cmp(&(b.0.len(), b.0, b.1)));
         versions.dedup_by(|later, earlier| {
             let same = (later.0, later.1) == (earlier.0, earlier.1);
             if same {
@@ -249,12 +249,10 @@ impl TableStore {
             same
         });
         let mut batch = WriteBatch::default();
-        let (mut stored, mut value, mut run) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut stored, mut value) = (Vec::new(), Vec::new());
         for one_key in versions.chunk_by(|a, b| a.0 == b.0) {
-            run.clear();
-            run.extend(one_key.iter().map(|(_, t, row)| (*t, *row)));
             value.clear();
-            let oldest = pack::encode(&run, &mut value);
+            let oldest = pack::encode(one_key.iter().map(|(_, t, row)| (*t, *row)), &mut value);
             keys::encode(one_key[0].0, oldest, &mut stored);
             batch.put_cf(cf, &stored, &value);
         }

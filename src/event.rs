@@ -70,8 +70,11 @@ pub struct Event {
 /// Writes a number as Rust's `Display` does (`3`, `0.25`), integers through a fast path:
 /// most features are counts.
 pub fn write_num(n: f64, out: &mut String) {
-    if n.fract() == 0.0 && n.abs() < 1e15 && !(n == 0.0 && n.is_sign_negative()) {
-        out.push_str(itoa::Buffer::new().format(n as i64));
+    // `n as i64 as f64 == n` is the integer test without `f64::fract`, which is a libm
+    // call (`trunc`) on x86-64 without SSE4.1.
+    let i = n as i64;
+    if i as f64 == n && n.abs() < 1e15 && !(n == 0.0 && n.is_sign_negative()) {
+        out.push_str(itoa::Buffer::new().format(i));
     } else if (1e-5..1e15).contains(&n.abs()) {
         // ryu prints the same shortest digits as Display; in this range also the same form.
         out.push_str(ryu::Buffer::new().format_finite(n));

@@ -15,6 +15,22 @@ use labeljoin::time::TimeFormat;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h (the same index in mimalloc v2 and v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Keeps freed memory 10 s before returning it to the OS (mimalloc's default is 1 s). With
+/// the default, label-join buffers freed at each deadline went back to the kernel and
+/// were faulted in and zeroed again moments later: 10 % of the job's samples were the
+/// kernel clearing pages (16,700 page faults on 1.16M events, 1,200 with this).
+fn keep_freed_memory_longer() {
+    // SAFETY: a plain setter of mimalloc (linked as the global allocator above).
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) }
+}
+
 /// Point-in-time-correct, labeled training sets from ad event streams.
 #[derive(Parser)]
 #[command(version, about)]
@@ -232,6 +248,7 @@ struct GenArgs {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory_longer();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -75,15 +75,18 @@ pub fn put_numbers(
 fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
     match v {
         Value::Missing => out.push(MISSING),
-        Value::Num(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 1e15 && n.is_sign_positive() => {
+        // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
+        Value::Num(n) if (*n as u64) as f64 == *n && *n < 1e15 && n.is_sign_positive() => {
             out.push(UINT);
             put_varint(out, *n as u64);
         }
         Value::Num(n)
-            if n.is_sign_positive() && *n < 1e12 && ((*n * 1000.0).round() / 1000.0) == *n =>
+            if n.is_sign_positive()
+                && *n < 1e12
+                && ((*n * 1000.0 + 0.5) as u64) as f64 / 1000.0 == *n =>
         {
             out.push(MILLIS);
-            put_varint(out, (*n * 1000.0).round() as u64);
+            put_varint(out, (*n * 1000.0 + 0.5) as u64);
         }
         Value::Num(n) => {
             out.push(FLOAT);

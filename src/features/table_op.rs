@@ -2,6 +2,7 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -47,13 +48,14 @@ impl TableRecord {
     }
 }
 
-/// Table values for one example, sent to the label join: one encoded segment
-/// (see [`crate::label::pending`]; ratios are left out and recomputed at emission).
+/// Table values for one example, sent to the label join: one encoded segment per table
+/// this worker looked up (see [`crate::label::pending`]; ratios are left out and
+/// recomputed at emission).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fragment {
     /// Example id.
     pub example_id: CompactString,
-    /// The encoded segment, tagged with the table index.
+    /// The encoded segments, each tagged with its table index.
     pub segment: Vec<u8>,
 }
 
@@ -132,11 +134,18 @@ struct Versions {
     scheduled: HashSet<(u16, CompactString)>,
     /// Per table: whether any feature needs [`Versions::expiries`].
     expiring: Vec<bool>,
+    /// When pending versions were last written.
+    last_write: Instant,
 }
 
-/// Pending versions past this many are written out before the pass ends (the last pass of
-/// a replay writes every remaining window expiry at once).
-const PENDING_LIMIT: usize = 100_000;
+/// Pending versions past this many are written out at once (the last pass of a replay
+/// writes every remaining window expiry at once).
+const PENDING_LIMIT: usize = 500_000;
+
+/// Versions are written at most this often (processing time). Each write is one table
+/// file per table, so fewer writes make larger files and pack more of a key's versions
+/// into one entry; 1 s keeps versions inside the API's 2 s visibility budget (DESIGN.md).
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 impl Versions {
     /// Writes every pending version, one batch per table.
@@ -187,6 +196,7 @@ impl Tables {
                 .iter()
                 .map(|t| t.features.iter().any(expires))
                 .collect(),
+            last_write: Instant::now(),
         });
         Tables {
             pipeline,
@@ -228,6 +238,32 @@ impl Tables {
         }
     }
 
+    /// Processes the buffered records with a time before `watermark`, in time order, and
+    /// returns the fragments of their lookups.
+    fn process_before(
+        &mut self,
+        buffer: &mut Vec<TableRecord>,
+        watermark: Time,
+        segment_size: &mut usize,
+    ) -> Vec<Fragment> {
+        // Sized up front: growing a vector of records by doubling copied each one ~twice.
+        let mut ready = Vec::with_capacity(buffer.len());
+        ready.extend(buffer.extract_if(.., |r| r.time < watermark));
+        // Sort references, not the records: swaps stay 8 bytes.
+        let mut order: Vec<&TableRecord> = ready.iter().collect();
+        order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+        let mut fragments = Vec::with_capacity(order.len());
+        for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
+            self.expire_before(run[0].time);
+            self.process_run(run, &mut fragments, segment_size);
+        }
+        self.expire_before(watermark);
+        if let (Some(first), Some(last)) = (order.first(), order.last()) {
+            self.observe_event_times(first.time, last.time);
+        }
+        fragments
+    }
+
     /// Tells the store the range of event times applied.
     fn observe_event_times(&self, first: Time, last: Time) {
         if let Some(v) = &self.versions {
@@ -235,14 +271,23 @@ impl Tables {
         }
     }
 
-    /// Sends this pass's versions to the store, one batch per table, and records that
-    /// `worker` has written everything before `watermark`.
-    fn flush_versions(&mut self, worker: usize, watermark: Time) {
-        let Some(v) = self.versions.as_mut() else {
-            return;
-        };
-        v.write_pending(&self.pipeline);
+    /// Sends the pending versions to the store, one file per table, when [`WRITE_EVERY`]
+    /// has passed since the last write or the input is done, and then records that `worker`
+    /// has written everything before `watermark`. Returns how long until the next write
+    /// is due if versions wait for it.
+    fn flush_versions(&mut self, worker: usize, watermark: Time) -> Option<Duration> {
+        let v = self.versions.as_mut()?;
+        let waiting = v.pending.iter().any(|p| !p.is_empty());
+        let since = v.last_write.elapsed();
+        if waiting && since < WRITE_EVERY && watermark != Time::MAX {
+            return Some(WRITE_EVERY - since);
+        }
+        if waiting {
+            v.write_pending(&self.pipeline);
+            v.last_write = Instant::now();
+        }
         v.store.mark_written(worker, watermark);
+        None
     }
 
     /// Processes the records of one (time, table, key): first every lookup (state of
@@ -270,7 +315,16 @@ impl Tables {
         let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
         let mut states = states.map(|s| &mut s[..]);
         for r in run.iter().filter(|r| r.lookup) {
-            let mut segment = Vec::with_capacity(*segment_size);
+            // An example's lookups in several tables on this worker are usually next to each
+            // other (same time): one fragment carries all their segments, so the label join
+            // looks the example up once per worker instead of once per table.
+            if fragments.last().is_none_or(|f| f.example_id != r.id) {
+                fragments.push(Fragment {
+                    example_id: r.id.clone(),
+                    segment: Vec::with_capacity(*segment_size),
+                });
+            }
+            let segment = &mut fragments.last_mut().expect("pushed above").segment;
             let features = spec
                 .features
                 .iter()
@@ -278,23 +332,20 @@ impl Tables {
                 .filter(|(_, f)| f.ratio.is_none());
             match states.as_deref_mut() {
                 Some(st) => put_numbers(
-                    &mut segment,
+                    segment,
                     table as u8,
                     stored,
                     features.map(|(i, f)| st[i].read(f, now)),
                 ),
                 None => put_numbers(
-                    &mut segment,
+                    segment,
                     table as u8,
                     stored,
                     features.map(|(_, f)| AggState::empty_value(f)),
                 ),
             }
-            *segment_size = segment.len();
-            fragments.push(Fragment {
-                example_id: r.id.clone(),
-                segment,
-            });
+            // The largest fragment so far: new ones rarely reallocate.
+            *segment_size = (*segment_size).max(segment.len());
         }
         let Some(states) = states else { return };
         if !run.iter().any(|r| r.update) {
@@ -365,12 +416,14 @@ pub fn table_operator<'scope>(
 ) -> StreamVec<'scope, Time, Fragment> {
     let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
     let worker = records.scope().index();
-    records.unary_frontier(pact, "Tables", move |_cap, _info| {
+    let scope = records.scope();
+    records.unary_frontier(pact, "Tables", move |_cap, info| {
+        let activator = scope.activator_for(info.address);
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
         let mut buffer: Vec<TableRecord> = Vec::new();
         let mut done_below = 0;
-        let mut segment_size = vec![16; tables.count()];
+        let mut segment_size = 16;
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -378,35 +431,18 @@ pub fn table_operator<'scope>(
                 buffer.append(data);
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            if watermark == done_below {
-                return;
-            }
-            done_below = watermark;
-            // Sized up front: growing a vector of records by doubling copied each one ~twice.
-            let mut ready = Vec::with_capacity(buffer.len());
-            ready.extend(buffer.extract_if(.., |r| r.time < watermark));
-            // Sort references, not the records: swaps stay 8 bytes.
-            let mut order: Vec<&TableRecord> = ready.iter().collect();
-            order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
-            let mut fragments = Vec::with_capacity(order.len());
-            for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
-            {
-                tables.expire_before(run[0].time);
-                tables.process_run(
-                    run,
-                    &mut fragments,
-                    &mut segment_size[run[0].table as usize],
-                );
-            }
-            tables.expire_before(watermark);
-            if let (Some(first), Some(last)) = (order.first(), order.last()) {
-                tables.observe_event_times(first.time, last.time);
-            }
-            tables.flush_versions(worker, watermark);
-            if let Some(cap) = held.get() {
-                if !fragments.is_empty() {
-                    output.session(cap).give_iterator(fragments.into_iter());
+            if watermark != done_below {
+                done_below = watermark;
+                let fragments = tables.process_before(&mut buffer, watermark, &mut segment_size);
+                if let Some(cap) = held.get() {
+                    if !fragments.is_empty() {
+                        output.session(cap).give_iterator(fragments.into_iter());
+                    }
                 }
+            }
+            if let Some(due) = tables.flush_versions(worker, watermark) {
+                // Written when due even if no input or frontier change wakes us.
+                activator.activate_after(due);
             }
             held.settle(buffer.iter().map(|r| r.time).min());
         }

@@ -45,6 +45,25 @@ pub fn versions(value: &[u8], oldest: Time) -> impl Iterator<Item = (Time, &[u8]
     })
 }
 
+/// Appends a pack holding the `keep` newest versions of `value` (stored under the same
+/// time, so their bytes are copied as they are); returns how many versions it dropped.
+pub fn keep_newest(value: &[u8], keep: usize, out: &mut Vec<u8>) -> u64 {
+    let mut pos = 0;
+    let n = varint::get(value, &mut pos).unwrap_or(0);
+    let start = pos;
+    for _ in 0..keep.min(n as usize) {
+        let (Some(_), Some(len)) = (varint::get(value, &mut pos), varint::get(value, &mut pos))
+        else {
+            break;
+        };
+        pos = pos.saturating_add(len as usize).min(value.len());
+    }
+    let kept = keep.min(n as usize) as u64;
+    varint::put(out, kept);
+    out.extend_from_slice(&value[start..pos]);
+    n - kept
+}
+
 /// The newest version of a pack at or before `as_of`.
 pub fn at(value: &[u8], oldest: Time, as_of: Time) -> Option<(Time, &[u8])> {
     versions(value, oldest).find(|(t, _)| *t <= as_of)
@@ -66,5 +85,9 @@ mod tests {
         assert_eq!(at(&value, 10, 499), Some((12, &b""[..])));
         assert_eq!(at(&value, 10, Time::MAX), Some((500, &b"ccc"[..])));
         assert_eq!(versions(&value[..value.len() - 1], 10).count(), 2);
+        let mut two = Vec::new();
+        assert_eq!(keep_newest(&value, 2, &mut two), 1);
+        let back: Vec<_> = versions(&two, 10).collect();
+        assert_eq!(back, vec![(500, &b"ccc"[..]), (12, b"")]);
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Compactions see a key's versions newest first (see [`super::keys`]). Once a version
 //! below the cutoff has been kept, every older one of the same key is shadowed for all
-//! reads at or after the cutoff, and is removed. A key whose versions straddle two
-//! compactions keeps one extra version: never too few.
+//! reads at or after the cutoff, and is removed; so are the older versions inside the
+//! entry that holds it. A key whose versions straddle two compactions keeps one extra
+//! version: never too few.
 
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -50,6 +51,7 @@ impl CompactionFilterFactory for RetentionFilterFactory {
             shared: self.cutoff.clone(),
             key: Vec::new(),
             kept_old: false,
+            value: Vec::new(),
             name: self.name.clone(),
         }
     }
@@ -66,6 +68,8 @@ pub struct RetentionFilter {
     shared: Arc<Cutoff>,
     key: Vec<u8>,
     kept_old: bool,
+    /// The last changed value (see `filter`).
+    value: Vec<u8>,
     name: CString,
 }
 
@@ -90,7 +94,21 @@ impl CompactionFilter for RetentionFilter {
             return Decision::Remove;
         }
         self.kept_old = true;
-        Decision::Keep
+        // This entry holds the key's newest version before the cutoff. A pack can span
+        // a long stretch of event time (a replay writes a second of processing at once):
+        // keep its versions at or after the cutoff and that one, drop the older ones.
+        let keep = pack::versions(value, time)
+            .position(|(t, _)| t < self.cutoff)
+            .map_or(usize::MAX, |i| i + 1);
+        self.value.clear();
+        let removed = pack::keep_newest(value, keep, &mut self.value);
+        if removed == 0 {
+            return Decision::Keep;
+        }
+        self.shared.removed.fetch_add(removed, Relaxed);
+        // SAFETY: RocksDB copies the new value before the next call into this filter,
+        // the only thing that changes `self.value`.
+        Decision::Change(unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&self.value) })
     }
 
     fn name(&self) -> &CStr {

@@ -424,6 +424,7 @@ pub fn table_operator<'scope>(
         let mut buffer: Vec<TableRecord> = Vec::new();
         let mut done_below = 0;
         let mut segment_size = 16;
+        let mut wake_at: Option<Instant> = None;
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -440,9 +441,15 @@ pub fn table_operator<'scope>(
                     }
                 }
             }
-            if let Some(due) = tables.flush_versions(worker, watermark) {
-                // Written when due even if no input or frontier change wakes us.
-                activator.activate_after(due);
+            match tables.flush_versions(worker, watermark) {
+                // Written when due even if no input or frontier change wakes us; one timer
+                // at a time (each is a scheduler entry until it fires).
+                Some(due) if wake_at.is_none_or(|at| at <= Instant::now()) => {
+                    activator.activate_after(due);
+                    wake_at = Some(Instant::now() + due);
+                }
+                Some(_) => {}
+                None => wake_at = None,
             }
             held.settle(buffer.iter().map(|r| r.time).min());
         }

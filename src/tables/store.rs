@@ -88,9 +88,6 @@ pub fn db_dir(state: &Path) -> PathBuf {
 /// Block cache shared by every table: hot rows are served without decompressing.
 const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
-/// Memtable size per table (RocksDB's default is 64 MiB).
-const WRITE_BUFFER_BYTES: usize = 16 << 20;
-
 /// Entries [`TableStore::get_at`] steps over before it seeks instead.
 const STEPS_BEFORE_SEEK: usize = 8;
 
@@ -138,13 +135,10 @@ fn db_options() -> Options {
     ));
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_block_based_table_factory(&table);
-    // Small memtables: inserts search a shallower skip list that stays in cache, and
-    // four tables' buffers stay well under the job's memory budget.
-    opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    // Versions are only ever added (retention aside): universal compaction rewrites each
-    // byte fewer times than leveled compaction, which matters on a job's spare cores.
+    // Versions arrive as ingested files (memtables stay empty), only ever added
+    // (retention aside): universal compaction rewrites each byte fewer times than leveled
+    // compaction, which matters on a job's spare cores.
     opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    opts.set_max_write_buffer_number(4);
     opts
 }
 
@@ -264,9 +258,9 @@ impl TableStore {
         let cf = self.cf(table)?;
         // One entry per key (see `pack`), in stored-key order (`keys`: length, then bytes),
         // as a table file requires.
-        // Each with its first 8 key bytes as a number: most comparisons end there, not in
+        // Each with its first 16 key bytes as a number: most comparisons end there, not in
         // a `memcmp` call.
-        let mut versions: Vec<(u64, &[u8], Time, &[u8])> = versions
+        let mut versions: Vec<(u128, &[u8], Time, &[u8])> = versions
             .into_iter()
             .map(|(key, time, row)| (head(key), key, time, row))
             .collect();
@@ -515,13 +509,13 @@ impl TableStore {
     }
 }
 
-/// The first 8 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
-fn head(key: &[u8]) -> u64 {
-    let mut bytes = [0; 8];
+/// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
+fn head(key: &[u8]) -> u128 {
+    let mut bytes = [0; 16];
     for (b, k) in bytes.iter_mut().zip(key) {
         *b = *k;
     }
-    u64::from_be_bytes(bytes)
+    u128::from_be_bytes(bytes)
 }
 
 /// `Ok` for a file or directory that is already gone.

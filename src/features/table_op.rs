@@ -34,6 +34,8 @@ pub struct TableRecord {
     pub time: Time,
     /// Key value (key fields joined by `|`).
     pub key: CompactString,
+    /// [`stable_hash`] of the key: routes the record and orders keys cheaply.
+    pub key_hash: u64,
     /// Event id (the example id for lookups; orders same-time updates).
     pub id: CompactString,
     /// Updates: the aggregated field of each table feature that reads this stream with a field.
@@ -41,10 +43,15 @@ pub struct TableRecord {
 }
 
 impl TableRecord {
-    /// Processing order: by time, then table and key (one state lookup per run), then
-    /// same-time updates by (stream, id).
-    fn order(&self) -> (Time, u16, &str, u16, &str) {
-        (self.time, self.table, &self.key, self.stream, &self.id)
+    /// Processing order: by time, then table and key (one state lookup per run; keys by
+    /// hash first, as their order between them does not matter), then same-time updates
+    /// by (stream, id).
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.table, self.key_hash)
+            .cmp(&(other.time, other.table, other.key_hash))
+            .then_with(|| {
+                (&self.key, self.stream, &self.id).cmp(&(&other.key, other.stream, &other.id))
+            })
     }
 }
 
@@ -101,6 +108,7 @@ pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
             Vec::new()
         };
         out.push(TableRecord {
+            key_hash: stable_hash(key.as_bytes()),
             table: ti as u16,
             lookup,
             update,
@@ -251,7 +259,7 @@ impl Tables {
         ready.extend(buffer.extract_if(.., |r| r.time < watermark));
         // Sort references, not the records: swaps stay 8 bytes.
         let mut order: Vec<&TableRecord> = ready.iter().collect();
-        order.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+        order.sort_unstable_by(|a, b| a.order(b));
         let mut fragments = Vec::with_capacity(order.len());
         for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
             self.expire_before(run[0].time);
@@ -414,7 +422,7 @@ pub fn table_operator<'scope>(
     pipeline: Arc<Pipeline>,
     store: Option<Arc<TableStore>>,
 ) -> StreamVec<'scope, Time, Fragment> {
-    let pact = Exchange::new(|r: &TableRecord| stable_hash(r.key.as_bytes()) ^ r.table as u64);
+    let pact = Exchange::new(|r: &TableRecord| r.key_hash ^ r.table as u64);
     let worker = records.scope().index();
     let scope = records.scope();
     records.unary_frontier(pact, "Tables", move |_cap, info| {

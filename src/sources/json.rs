@@ -24,7 +24,7 @@ pub enum Raw {
 }
 
 /// Fills `out[i]` with the value of field `names[i]` of a JSON object line.
-pub fn extract(line: &str, names: &[&str], out: &mut [Raw]) -> Result<(), String> {
+pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Result<(), String> {
     out.iter_mut().for_each(|r| *r = Raw::Absent);
     let mut de = serde_json::Deserializer::from_str(line);
     de.deserialize_map(ObjectVisitor { names, out })
@@ -32,12 +32,12 @@ pub fn extract(line: &str, names: &[&str], out: &mut [Raw]) -> Result<(), String
     de.end().map_err(|e| e.to_string())
 }
 
-struct ObjectVisitor<'a, 'b> {
-    names: &'a [&'a str],
+struct ObjectVisitor<'a, 'b, N> {
+    names: &'a [N],
     out: &'b mut [Raw],
 }
 
-impl<'de> Visitor<'de> for ObjectVisitor<'_, '_> {
+impl<'de, N: AsRef<str>> Visitor<'de> for ObjectVisitor<'_, '_, N> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -56,22 +56,22 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, '_> {
 }
 
 /// Deserializes a key into the index of the wanted field it names, if any.
-struct KeySeed<'a>(&'a [&'a str]);
+struct KeySeed<'a, N>(&'a [N]);
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+impl<'de, N: AsRef<str>> DeserializeSeed<'de> for KeySeed<'_, N> {
     type Value = Option<usize>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
+impl<'de, N: AsRef<str>> Visitor<'de> for KeySeed<'_, N> {
     type Value = Option<usize>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a field name")
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|n| *n == v))
+        Ok(self.0.iter().position(|n| n.as_ref() == v))
     }
 }
 
@@ -131,6 +131,14 @@ impl Raw {
             Raw::Num(n) => Some(n.to_compact_string()),
             Raw::Bool(b) => Some(b.to_compact_string()),
             _ => None,
+        }
+    }
+
+    /// [`Raw::text`], moving a string out (leaving `Absent`) instead of copying it.
+    pub fn take_text(&mut self) -> Option<CompactString> {
+        match std::mem::take(self) {
+            Raw::Str(s) => Some(s),
+            other => other.text(),
         }
     }
 

@@ -45,6 +45,8 @@ struct Plan {
     time: usize,
     skip: Option<usize>,
     fields: Vec<(usize, FieldSpec)>,
+    /// Per field: no later field reads its slot, so its text can be moved out.
+    last_reader: Vec<bool>,
 }
 
 impl Plan {
@@ -60,13 +62,18 @@ impl Plan {
         let id = s.id_field.as_deref().map(&mut slot);
         let time = slot(&s.time_field);
         let skip = s.skip_if_empty.as_deref().map(&mut slot);
-        let fields = fields.iter().map(|f| (slot(&f.name), f.clone())).collect();
+        let fields: Vec<(usize, FieldSpec)> =
+            fields.iter().map(|f| (slot(&f.name), f.clone())).collect();
+        let last_reader = (0..fields.len())
+            .map(|i| fields[i + 1..].iter().all(|(s, _)| *s != fields[i].0))
+            .collect();
         Plan {
             names,
             id,
             time,
             skip,
             fields,
+            last_reader,
         }
     }
 }
@@ -191,7 +198,7 @@ impl PartitionReader {
             let raw = self.record_text();
             return Some(self.bad(error, raw));
         }
-        if self.record_text().trim().is_empty() {
+        if self.record_is_blank() {
             return Some(ReadOutcome::Skip);
         }
         Some(match self.to_event() {
@@ -223,8 +230,8 @@ impl PartitionReader {
                 if text.trim().is_empty() {
                     return Some(Ok(()));
                 }
-                let names: Vec<&str> = self.plan.names.iter().map(String::as_str).collect();
-                Some(extract(text, &names, &mut self.raw).map_err(|e| format!("invalid JSON: {e}")))
+                let fields = extract(text, &self.plan.names, &mut self.raw);
+                Some(fields.map_err(|e| format!("invalid JSON: {e}")))
             }
             Body::Csv {
                 reader,
@@ -244,6 +251,14 @@ impl PartitionReader {
                 }
                 Some(Ok(()))
             }
+        }
+    }
+
+    /// Whether the current record is empty or white space (skipped, not an error).
+    fn record_is_blank(&self) -> bool {
+        match &self.body {
+            Body::Jsonl { line, .. } => line.trim().is_empty(),
+            Body::Csv { record, .. } => record.iter().all(|f| f.trim().is_empty()),
         }
     }
 
@@ -278,7 +293,7 @@ impl PartitionReader {
         }
     }
 
-    fn to_event(&self) -> Result<Option<Event>, String> {
+    fn to_event(&mut self) -> Result<Option<Event>, String> {
         let plan = &self.plan;
         if let Some(skip) = plan.skip {
             if self.raw[skip].is_empty() {
@@ -302,8 +317,8 @@ impl PartitionReader {
         }
         .map_err(|e| format!("field {time_name:?} (the time): {e}"))?;
         let mut fields = Vec::with_capacity(plan.fields.len());
-        for (slot, spec) in &plan.fields {
-            let raw = &self.raw[*slot];
+        for ((slot, spec), &last) in plan.fields.iter().zip(&plan.last_reader) {
+            let raw = &mut self.raw[*slot];
             let value = if raw.is_empty() {
                 Value::Missing
             } else if spec.numeric {
@@ -316,7 +331,8 @@ impl PartitionReader {
                     _ => return Err(format!("field {:?}: expected a number", spec.name)),
                 }
             } else {
-                match raw.text() {
+                let text = if last { raw.take_text() } else { raw.text() };
+                match text {
                     Some(s) if spec.check_numeric && s.trim().parse::<f64>().is_err() => {
                         return Err(format!(
                             "field {:?}: expected a number, got {s:?}",

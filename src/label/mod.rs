@@ -366,8 +366,9 @@ pub fn label_join<'scope>(
             state.advance(watermark, &mut rows);
             if let Some(cap) = held.get() {
                 if !rows.is_empty() {
-                    // Deadlines come out in order; sorting each batch orders ties too.
-                    rows.sort_by(|a: &Row, b: &Row| {
+                    // Deadlines come out in order; sorting each batch orders ties too (ids
+                    // are unique: an unstable sort gives the same order).
+                    rows.sort_unstable_by(|a: &Row, b: &Row| {
                         (a.time, &a.example_id).cmp(&(b.time, &b.example_id))
                     });
                     output.session(cap).give_iterator(rows.drain(..));

@@ -201,7 +201,7 @@ impl PartitionReader {
         if self.record_is_blank() {
             return Some(ReadOutcome::Skip);
         }
-        Some(match self.to_event() {
+        Some(match self.take_event() {
             Ok(Some(ev)) => ReadOutcome::Event(
                 ev,
                 Position {
@@ -293,7 +293,8 @@ impl PartitionReader {
         }
     }
 
-    fn to_event(&mut self) -> Result<Option<Event>, String> {
+    /// The event of the current record's fields (moved out of them); `None` to skip it.
+    fn take_event(&mut self) -> Result<Option<Event>, String> {
         let plan = &self.plan;
         if let Some(skip) = plan.skip {
             if self.raw[skip].is_empty() {

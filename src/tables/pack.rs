@@ -13,6 +13,8 @@
 //! oldest version is `<= as_of`) holds the newest version `<= as_of`. A rewrite of
 //! versions at the same times (a replay into the same state) overwrites or shadows them.
 
+use rustc_hash::FxHashMap;
+
 use crate::time::Time;
 use crate::varint;
 
@@ -30,6 +32,79 @@ pub fn encode<'a>(
         out.extend_from_slice(row);
     }
     oldest
+}
+
+/// Packs `versions` `(key, time, row)` by key, keys in stored order (`keys`: length, then
+/// bytes), each key's versions by time (of two at the same time the later one given
+/// wins), and calls `write(key, oldest time, pack)` for each.
+///
+/// Versions are grouped through a hash map, then only the distinct keys are sorted: a
+/// hot key has thousands of versions per write, and a comparison sort of every version
+/// was 15 % of the job's instructions.
+pub fn by_key<E>(
+    versions: &[(&[u8], Time, &[u8])],
+    mut write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
+    let key_of: Vec<u32> = versions
+        .iter()
+        .map(|v| {
+            let next = ids.len() as u32;
+            *ids.entry(v.0).or_insert(next)
+        })
+        .collect();
+    // Distinct keys in stored order; the first 16 bytes as a number end most comparisons
+    // before a `memcmp` call.
+    let mut keys: Vec<(usize, u128, &[u8], u32)> = ids
+        .into_iter()
+        .map(|(key, id)| (key.len(), head(key), key, id))
+        .collect();
+    keys.sort_unstable();
+    let mut rank = vec![0; keys.len()];
+    for (r, k) in keys.iter().enumerate() {
+        rank[k.3 as usize] = r;
+    }
+    // Counting sort by key rank: stable, so each key's versions keep the order given.
+    let mut start = vec![0; keys.len() + 1];
+    for &id in &key_of {
+        start[rank[id as usize] + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut next = start.clone();
+    let mut sorted: Vec<(Time, &[u8])> = vec![(0, &[]); versions.len()];
+    for (v, &id) in versions.iter().zip(&key_of) {
+        let r = rank[id as usize];
+        sorted[next[r]] = (v.1, v.2);
+        next[r] += 1;
+    }
+    let (mut one, mut value): (Vec<(Time, &[u8])>, _) = (Vec::new(), Vec::new());
+    for (r, k) in keys.iter().enumerate() {
+        let group = &mut sorted[start[r]..start[r + 1]];
+        // Stable and linear when already in time order (the job writes them so).
+        group.sort_by_key(|v| v.0);
+        one.clear();
+        for &(time, row) in group.iter() {
+            match one.last_mut() {
+                Some(last) if last.0 == time => *last = (time, row),
+                _ => one.push((time, row)),
+            }
+        }
+        value.clear();
+        let oldest = encode(one.iter().copied(), &mut value);
+        write(k.2, oldest, &value)?;
+    }
+    Ok(())
+}
+
+/// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
+fn head(key: &[u8]) -> u128 {
+    let mut bytes = [0; 16];
+    for (b, k) in bytes.iter_mut().zip(key) {
+        *b = *k;
+    }
+    u128::from_be_bytes(bytes)
 }
 
 /// The versions of a pack stored under `oldest`, newest first; stops at malformed bytes.

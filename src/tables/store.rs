@@ -110,10 +110,16 @@ pub fn all_keys() -> rocksdb::ReadOptions {
     r
 }
 
-/// Options of the table files [`TableStore::put_versions`] writes: the tables' own format.
+/// Options of the table files [`TableStore::put_versions`] writes: the tables' own format,
+/// uncompressed (compactions soon merge them into compressed files; compressing them
+/// first cost the job's own threads).
 fn sst_options() -> &'static Options {
     static OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
-    OPTIONS.get_or_init(db_options)
+    OPTIONS.get_or_init(|| {
+        let mut options = db_options();
+        options.set_compression_type(rocksdb::DBCompressionType::None);
+        options
+    })
 }
 
 fn db_options() -> Options {
@@ -256,43 +262,22 @@ impl TableStore {
         versions: impl IntoIterator<Item = (&'a [u8], Time, &'a [u8])>,
     ) -> Result<(), StoreError> {
         let cf = self.cf(table)?;
-        // One entry per key (see `pack`), in stored-key order (`keys`: length, then bytes),
-        // as a table file requires.
-        // Each with its first 16 key bytes as a number: most comparisons end there, not in
-        // a `memcmp` call.
-        let mut versions: Vec<(u128, &[u8], Time, &[u8])> = versions
-            .into_iter()
-            .map(|(key, time, row)| (head(key), key, time, row))
-            .collect();
+        let versions: Vec<(&[u8], Time, &[u8])> = versions.into_iter().collect();
         if versions.is_empty() {
             return Ok(());
         }
-        // Stable: of two versions at the same time, the later one written wins.
-        versions.sort_by(|a, b| {
-            (a.1.len(), a.0)
-                .cmp(&(b.1.len(), b.0))
-                .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
-        });
-        versions.dedup_by(|later, earlier| {
-            let same = (later.1, later.2) == (earlier.1, earlier.2);
-            if same {
-                *earlier = *later;
-            }
-            same
-        });
         let path = self
             .ingest_dir
             .join(format!("{}.sst", self.ingested.fetch_add(1, Relaxed)));
-        let options = sst_options();
-        let mut file = rocksdb::SstFileWriter::create(options);
+        let mut file = rocksdb::SstFileWriter::create(sst_options());
         file.open(&path).map_err(|e| rocks(&self.dir, e))?;
-        let (mut stored, mut value) = (Vec::new(), Vec::new());
-        for one_key in versions.chunk_by(|a, b| a.1 == b.1) {
-            value.clear();
-            let oldest = pack::encode(one_key.iter().map(|v| (v.2, v.3)), &mut value);
-            keys::encode(one_key[0].1, oldest, &mut stored);
-            file.put(&stored, &value).map_err(|e| rocks(&self.dir, e))?;
-        }
+        // One entry per key (see `pack`), in stored-key order, as a table file requires.
+        let mut stored = Vec::new();
+        pack::by_key(&versions, |key, oldest, value| {
+            keys::encode(key, oldest, &mut stored);
+            file.put(&stored, value)
+        })
+        .map_err(|e| rocks(&self.dir, e))?;
         file.finish().map_err(|e| rocks(&self.dir, e))?;
         let mut ingest = rocksdb::IngestExternalFileOptions::default();
         ingest.set_move_files(true);
@@ -507,15 +492,6 @@ impl TableStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-/// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
-fn head(key: &[u8]) -> u128 {
-    let mut bytes = [0; 16];
-    for (b, k) in bytes.iter_mut().zip(key) {
-        *b = *k;
-    }
-    u128::from_be_bytes(bytes)
 }
 
 /// `Ok` for a file or directory that is already gone.

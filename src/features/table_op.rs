@@ -156,7 +156,7 @@ const PENDING_LIMIT: usize = 500_000;
 pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 impl Versions {
-    /// Writes every pending version, one batch per table.
+    /// Writes every pending version, one ingested table file per table.
     fn write_pending(&mut self, pipeline: &Pipeline) {
         for (spec, pending) in pipeline.tables.iter().zip(self.pending.iter_mut()) {
             if pending.is_empty() {

@@ -165,4 +165,34 @@ mod tests {
         let back: Vec<_> = versions(&two, 10).collect();
         assert_eq!(back, vec![(500, &b"ccc"[..]), (12, b"")]);
     }
+
+    #[test]
+    fn by_key_packs_each_key_once_in_stored_order_and_the_later_of_equal_times_wins() {
+        let given: [(&[u8], Time, &[u8]); 6] = [
+            (b"bb", 7, b"1"),
+            (b"a", 9, b"2"),
+            (b"bb", 3, b"3"),
+            (b"ab", 1, b"4"),
+            (b"bb", 7, b"5"),
+            (b"a", 2, b"6"),
+        ];
+        let mut packs = Vec::new();
+        by_key::<()>(&given, |key, oldest, value| {
+            let back: Vec<(Time, Vec<u8>)> = versions(value, oldest)
+                .map(|(t, row)| (t, row.to_vec()))
+                .collect();
+            packs.push((key.to_vec(), oldest, back));
+            Ok(())
+        })
+        .unwrap();
+        let row = |t: Time, r: &[u8]| (t, r.to_vec());
+        assert_eq!(
+            packs,
+            vec![
+                (b"a".to_vec(), 2, vec![row(9, b"2"), row(2, b"6")]),
+                (b"ab".to_vec(), 1, vec![row(1, b"4")]),
+                (b"bb".to_vec(), 3, vec![row(7, b"5"), row(3, b"3")]),
+            ]
+        );
+    }
 }

@@ -297,7 +297,8 @@ impl LabelState {
         if starts[tables.len()] != usize::MAX {
             decode_segment(data, starts[tables.len()], &self.dictionary, &mut features);
         }
-        let mut stored = Vec::new();
+        // Buffers shared by the tables' segments.
+        let (mut stored, mut full) = (Vec::new(), Vec::with_capacity(self.columns));
         for (t, &start) in tables.iter().zip(&starts) {
             if start == usize::MAX {
                 tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
@@ -307,22 +308,16 @@ impl LabelState {
             stored.clear();
             decode_segment(data, start, &self.dictionary, &mut stored);
             let mut stored = stored.iter();
-            let mut full: Vec<Option<f64>> = t
-                .features
-                .iter()
-                .map(|f| {
-                    if f.ratio.is_some() {
-                        None
-                    } else {
-                        stored.next().and_then(Value::as_num)
-                    }
-                })
-                .collect();
+            full.clear();
+            full.extend(t.features.iter().map(|f| {
+                if f.ratio.is_some() {
+                    None
+                } else {
+                    stored.next().and_then(Value::as_num)
+                }
+            }));
             fill_ratios(&t.features, &mut full);
-            features.extend(
-                full.into_iter()
-                    .map(|x| x.map_or(Value::Missing, Value::Num)),
-            );
+            features.extend(full.iter().map(|x| x.map_or(Value::Missing, Value::Num)));
         }
         let label = match self.pipeline.label.kind {
             LabelKind::Exists => u32::from(outcomes > 0),

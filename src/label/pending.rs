@@ -64,34 +64,36 @@ pub fn put_numbers(
     len: usize,
     values: impl Iterator<Item = Option<f64>>,
 ) {
+    // Room for every value as the longest number: no reallocation while writing.
+    out.reserve(1 + 10 + len * 9);
     out.push(tag);
     put_varint(out, len as u64);
-    let mut none = Dictionary::default();
     for v in values {
-        put_value(out, &mut none, &v.map_or(Value::Missing, Value::Num));
+        match v {
+            Some(n) => put_number(out, n),
+            None => out.push(MISSING),
+        }
+    }
+}
+
+fn put_number(out: &mut Vec<u8>, n: f64) {
+    // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
+    if (n as u64) as f64 == n && n < 1e15 && n.is_sign_positive() {
+        out.push(UINT);
+        put_varint(out, n as u64);
+    } else if n.is_sign_positive() && n < 1e12 && ((n * 1000.0 + 0.5) as u64) as f64 / 1000.0 == n {
+        out.push(MILLIS);
+        put_varint(out, (n * 1000.0 + 0.5) as u64);
+    } else {
+        out.push(FLOAT);
+        out.extend_from_slice(&n.to_le_bytes());
     }
 }
 
 fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
     match v {
         Value::Missing => out.push(MISSING),
-        // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
-        Value::Num(n) if (*n as u64) as f64 == *n && *n < 1e15 && n.is_sign_positive() => {
-            out.push(UINT);
-            put_varint(out, *n as u64);
-        }
-        Value::Num(n)
-            if n.is_sign_positive()
-                && *n < 1e12
-                && ((*n * 1000.0 + 0.5) as u64) as f64 / 1000.0 == *n =>
-        {
-            out.push(MILLIS);
-            put_varint(out, (*n * 1000.0 + 0.5) as u64);
-        }
-        Value::Num(n) => {
-            out.push(FLOAT);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
+        Value::Num(n) => put_number(out, *n),
         Value::Str(s) => {
             let next = dict.values.len() as u32;
             let ix = match dict.index.get(s) {

@@ -30,22 +30,28 @@ fn stored_numbers(f: &FeatureSpec) -> usize {
 pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out: &mut Vec<u8>) {
     let stored = specs.iter().map(stored_numbers).sum();
     let now = version + 1;
-    let mut values: Vec<Option<f64>> = Vec::with_capacity(stored);
-    for (f, s) in specs.iter().zip(states.iter_mut()) {
-        match f.agg {
-            Agg::Ratio => {}
-            Agg::TimeSinceLast => values.push(s.last_time().map(|t| t as f64)),
+    // At most two numbers per feature (running totals: count and sum).
+    let mut values = [None; 2];
+    let numbers = specs.iter().zip(states.iter_mut()).flat_map(|(f, s)| {
+        let n = match f.agg {
+            Agg::Ratio => 0,
+            Agg::TimeSinceLast => {
+                values[0] = s.last_time().map(|t| t as f64);
+                1
+            }
             _ if windowed_by_totals(f) => {
                 let (count, sum) = s.totals().unwrap_or_default();
-                values.push(Some(count as f64));
-                if stored_numbers(f) == 2 {
-                    values.push(Some(sum));
-                }
+                values = [Some(count as f64), Some(sum)];
+                stored_numbers(f)
             }
-            _ => values.push(s.read(f, now)),
-        }
-    }
-    put_numbers(out, 0, stored, values.into_iter());
+            _ => {
+                values[0] = s.read(f, now);
+                1
+            }
+        };
+        values.into_iter().take(n)
+    });
+    put_numbers(out, 0, stored, numbers);
 }
 
 /// The distinct windows of `specs` read from running totals: the versions at

@@ -75,13 +75,39 @@ pub fn write_num(n: f64, out: &mut String) {
     let i = n as i64;
     if i as f64 == n && n.abs() < 1e15 && !(n == 0.0 && n.is_sign_negative()) {
         out.push_str(itoa::Buffer::new().format(i));
-    } else if (1e-5..1e15).contains(&n.abs()) {
+    } else if let Some(m) = ten_thousandths(n) {
+        // Seconds from milliseconds, scores with few decimals: the digits of `m / 10^4`
+        // without trailing zeros are the shortest that read back as `n` (below 1e8 two
+        // such decimals are always different numbers), which is what Display prints.
+        out.push_str(itoa::Buffer::new().format(m / 10_000));
+        let mut frac = m % 10_000;
+        let mut digits = 4;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        out.push('.');
+        let text = itoa::Buffer::new().format(frac).len();
+        out.extend(std::iter::repeat_n('0', digits - text));
+        out.push_str(itoa::Buffer::new().format(frac));
+    } else if (1e-5..1e7).contains(&n.abs()) {
         // ryu prints the same shortest digits as Display; in this range also the same form.
+        // (Not above: with 17 significant digits the two can pick different last digits,
+        // e.g. 117156579416960.12 against Display's ...60.13.)
         out.push_str(ryu::Buffer::new().format_finite(n));
     } else {
         use std::fmt::Write;
         write!(out, "{n}").unwrap();
     }
+}
+
+/// `m` if a positive, non-integer `n` below 1e8 is exactly the double nearest `m / 10^4`.
+fn ten_thousandths(n: f64) -> Option<u64> {
+    if !(n > 0.0 && n < 1e8) {
+        return None;
+    }
+    let m = (n * 10_000.0 + 0.5) as u64;
+    (!m.is_multiple_of(10_000) && m as f64 / 10_000.0 == n).then_some(m)
 }
 
 /// A stable 64-bit hash (xxh3) for exchange routing, splits and categorical encoding.
@@ -109,10 +135,40 @@ mod tests {
             1e-7,
             2e20,
             f64::NAN,
+            0.0414,
+            0.0001,
+            0.001,
+            99_999_999.999_9,
+            12.05,
+            1.0001,
         ] {
             let mut s = String::new();
             write_num(n, &mut s);
             assert_eq!(s, format!("{n}"), "{n:e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn few_decimal_numbers_print_as_display_does(m in 0u64..2_000_000_000_000, k in 0u32..6) {
+            let n = m as f64 / 10f64.powi(k as i32);
+            let mut s = String::new();
+            write_num(n, &mut s);
+            proptest::prop_assert_eq!(s, format!("{n}"));
+        }
+
+        #[test]
+        fn numbers_of_feature_size_print_as_display_does(n in 1e-6f64..2e7) {
+            let mut s = String::new();
+            write_num(n, &mut s);
+            proptest::prop_assert_eq!(s, format!("{n}"));
+        }
+
+        #[test]
+        fn any_number_prints_as_display_does(n in proptest::num::f64::ANY) {
+            let mut s = String::new();
+            write_num(n, &mut s);
+            proptest::prop_assert_eq!(s, format!("{n}"));
         }
     }
 }

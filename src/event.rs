@@ -87,9 +87,10 @@ pub fn write_num(n: f64, out: &mut String) {
             digits -= 1;
         }
         out.push('.');
-        let text = itoa::Buffer::new().format(frac).len();
-        out.extend(std::iter::repeat_n('0', digits - text));
-        out.push_str(itoa::Buffer::new().format(frac));
+        let mut buffer = itoa::Buffer::new();
+        let text = buffer.format(frac);
+        out.extend(std::iter::repeat_n('0', digits - text.len()));
+        out.push_str(text);
     } else if (1e-5..1e7).contains(&n.abs()) {
         // ryu prints the same shortest digits as Display; in this range also the same form.
         // (Not above: with 17 significant digits the two can pick different last digits,

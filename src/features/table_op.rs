@@ -387,11 +387,6 @@ impl Tables {
         }
     }
 
-    /// Number of tables.
-    pub fn count(&self) -> usize {
-        self.state.len()
-    }
-
     /// Number of keys per table.
     pub fn sizes(&self) -> Vec<usize> {
         self.state.iter().map(HashMap::len).collect()

@@ -258,7 +258,11 @@ impl PartitionReader {
     fn record_is_blank(&self) -> bool {
         match &self.body {
             Body::Jsonl { line, .. } => line.trim().is_empty(),
-            Body::Csv { record, .. } => record.iter().all(|f| f.trim().is_empty()),
+            // As its text (fields joined by commas) would be: a row of empty fields is
+            // not blank, it goes to the dead-letter file.
+            Body::Csv { record, .. } => {
+                record.len() <= 1 && record.iter().all(|f| f.trim().is_empty())
+            }
         }
     }
 

@@ -31,25 +31,17 @@ pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out
     let stored = specs.iter().map(stored_numbers).sum();
     let now = version + 1;
     // At most two numbers per feature (running totals: count and sum).
-    let mut values = [None; 2];
     let numbers = specs.iter().zip(states.iter_mut()).flat_map(|(f, s)| {
-        let n = match f.agg {
-            Agg::Ratio => 0,
-            Agg::TimeSinceLast => {
-                values[0] = s.last_time().map(|t| t as f64);
-                1
-            }
+        let values = match f.agg {
+            Agg::Ratio => [None, None],
+            Agg::TimeSinceLast => [s.last_time().map(|t| t as f64), None],
             _ if windowed_by_totals(f) => {
                 let (count, sum) = s.totals().unwrap_or_default();
-                values = [Some(count as f64), Some(sum)];
-                stored_numbers(f)
+                [Some(count as f64), Some(sum)]
             }
-            _ => {
-                values[0] = s.read(f, now);
-                1
-            }
+            _ => [s.read(f, now), None],
         };
-        values.into_iter().take(n)
+        values.into_iter().take(stored_numbers(f))
     });
     put_numbers(out, 0, stored, numbers);
 }

@@ -74,15 +74,18 @@ pub struct TableStore {
     /// Oldest and newest event times applied (see `observe_event_times`).
     oldest: AtomicU64,
     newest: AtomicU64,
-    /// Where table files are written before ingestion (`<state>/ingest`).
-    ingest_dir: PathBuf,
-    /// Table files written so far (names them).
+    /// Table files written so far (names them in [`ingest_dir`]).
     ingested: AtomicU64,
 }
 
 /// The RocksDB directory inside a state (or snapshot) directory.
 pub fn db_dir(state: &Path) -> PathBuf {
     state.join("db")
+}
+
+/// Where a writable store puts table files before RocksDB ingests them.
+fn ingest_dir(state: &Path) -> PathBuf {
+    state.join("ingest")
 }
 
 /// Block cache shared by every table: hot rows are served without decompressing.
@@ -172,10 +175,9 @@ impl TableStore {
         });
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| rocks(dir, e))?;
         // Files a crashed run wrote but did not ingest are not part of the state.
-        let ingest_dir = dir.join("ingest");
-        std::fs::remove_dir_all(&ingest_dir)
+        std::fs::remove_dir_all(ingest_dir(dir))
             .or_else(ignore_missing)
-            .and_then(|()| std::fs::create_dir_all(&ingest_dir))
+            .and_then(|()| std::fs::create_dir_all(ingest_dir(dir)))
             .map_err(|e| io(dir, e))?;
         Ok(TableStore {
             db,
@@ -185,7 +187,6 @@ impl TableStore {
             cutoffs,
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
-            ingest_dir,
             ingested: AtomicU64::new(0),
         })
     }
@@ -233,8 +234,6 @@ impl TableStore {
             cutoffs: HashMap::new(),
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
-            // Read-only handles never write versions.
-            ingest_dir: dir.join("ingest"),
             ingested: AtomicU64::new(0),
         }
     }
@@ -266,9 +265,8 @@ impl TableStore {
         if versions.is_empty() {
             return Ok(());
         }
-        let path = self
-            .ingest_dir
-            .join(format!("{}.sst", self.ingested.fetch_add(1, Relaxed)));
+        let path =
+            ingest_dir(&self.dir).join(format!("{}.sst", self.ingested.fetch_add(1, Relaxed)));
         let mut file = rocksdb::SstFileWriter::create(sst_options());
         file.open(&path).map_err(|e| rocks(&self.dir, e))?;
         // One entry per key (see `pack`), in stored-key order, as a table file requires.

@@ -11,14 +11,19 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Probe;
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::progress::operate::FrontierInterest;
 
 use crate::config::{FieldRef, Pipeline};
+use crate::event::Event;
 use crate::features::derived::EventFeatures;
-use crate::features::table_op::{route, table_operator};
+use crate::features::table_op::{table_operator, Routes, TableRecord};
 use crate::label::{label_join, LabelInput};
 use crate::metrics::Metrics;
 use crate::sinks::commit::committer;
@@ -67,45 +72,10 @@ pub fn build(
     let events = dedup::dedup(events, pipeline.clone(), metrics.clone(), side.clone())
         .probe_with(&watermark);
 
-    // Features: each event goes to the tables keyed by it.
-    let p = pipeline.clone();
-    let fragments = table_operator(
-        events.clone().flat_map(move |ev| {
-            let mut out = Vec::new();
-            route(&p, &ev, &mut out);
-            out
-        }),
-        pipeline.clone(),
-        store,
-    )
-    .map(LabelInput::Fragment);
-
-    // Label join inputs: examples with their event features, outcomes with their example id.
-    let p = pipeline.clone();
-    let mut derive = EventFeatures::default();
-    let examples_and_outcomes = events.flat_map(move |ev| {
-        let stream = ev.stream as usize;
-        if stream == p.label.example_stream {
-            let features = derive.compute(&p.event_features, &ev);
-            Some(LabelInput::Example {
-                id: ev.id,
-                time: ev.time,
-                features,
-            })
-        } else if stream == p.label.outcome_stream {
-            let example_id = match p.label.outcome_key {
-                FieldRef::Id => ev.id.clone(),
-                FieldRef::Field(ix) => ev.fields[ix].as_str().unwrap_or_default().into(),
-            };
-            Some(LabelInput::Outcome {
-                example_id,
-                id: ev.id,
-                time: ev.time,
-            })
-        } else {
-            None
-        }
-    });
+    // Features: each event goes to the tables keyed by it; examples and outcomes also go
+    // to the label join.
+    let (records, examples_and_outcomes) = split_events(events, pipeline.clone());
+    let fragments = table_operator(records, pipeline.clone(), store).map(LabelInput::Fragment);
     let rows = label_join(
         examples_and_outcomes.concat(fragments),
         pipeline.clone(),
@@ -115,4 +85,68 @@ pub fn build(
     let parts = partition_writer(rows, pipeline.clone(), output.clone(), worker).probe_with(&done);
     committer(parts, output, pipeline.label.window, metrics);
     Built { watermark, done }
+}
+
+/// Splits events into their table records and the label join's examples (with their event
+/// features) and outcomes (naming their example). One operator that consumes each event:
+/// two consumers of one stream would each get a copy of every event.
+fn split_events<'scope>(
+    events: StreamVec<'scope, Time, Event>,
+    p: Arc<Pipeline>,
+) -> (
+    StreamVec<'scope, Time, TableRecord>,
+    StreamVec<'scope, Time, LabelInput>,
+) {
+    let mut builder = OperatorBuilder::new("SplitEvents".to_owned(), events.scope());
+    let mut input = builder.new_input(events, Local);
+    builder.set_notify_for(0, FrontierInterest::Never);
+    let (records, records_stream) = builder.new_output();
+    let (labels, labels_stream) = builder.new_output();
+    let (mut records, mut labels) = (OutputBuilder::from(records), OutputBuilder::from(labels));
+    builder.build(move |_| {
+        let mut derive = EventFeatures::default();
+        let routes = Routes::new(&p);
+        let mut routed = Vec::new();
+        move |_frontiers| {
+            let (mut records, mut labels) = (records.activate(), labels.activate());
+            input.for_each_stamp(|stamp, data| {
+                let mut records = records.session(&stamp);
+                let mut labels = labels.session(&stamp);
+                for ev in data.flat_map(|d| d.drain(..)) {
+                    routes.route(&ev, &mut routed);
+                    records.give_iterator(routed.drain(..));
+                    if let Some(input) = label_input(&p, &mut derive, ev) {
+                        labels.give(input);
+                    }
+                }
+            });
+        }
+    });
+    (records_stream, labels_stream)
+}
+
+/// What the label join needs of an event: an example with its event features, or an
+/// outcome with the id of the example it names.
+fn label_input(p: &Pipeline, derive: &mut EventFeatures, ev: Event) -> Option<LabelInput> {
+    let stream = ev.stream as usize;
+    if stream == p.label.example_stream {
+        let features = derive.compute(&p.event_features, &ev);
+        Some(LabelInput::Example {
+            id: ev.id,
+            time: ev.time,
+            features,
+        })
+    } else if stream == p.label.outcome_stream {
+        let example_id = match p.label.outcome_key {
+            FieldRef::Id => ev.id.clone(),
+            FieldRef::Field(ix) => ev.fields[ix].as_str().unwrap_or_default().into(),
+        };
+        Some(LabelInput::Outcome {
+            example_id,
+            id: ev.id,
+            time: ev.time,
+        })
+    } else {
+        None
+    }
 }

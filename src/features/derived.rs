@@ -52,18 +52,30 @@ impl EventFeatures {
 
     /// The event features of an example, in declaration order.
     pub fn compute(&mut self, specs: &[EventFeature], ev: &Event) -> Vec<Value> {
+        // The device class and the bot flag usually read the same field: classify it once.
+        let mut classified: Option<(usize, UaClass)> = None;
+        let mut class_of = |this: &mut Self, ix: usize| -> Option<UaClass> {
+            match &classified {
+                Some((at, class)) if *at == ix => Some(class.clone()),
+                _ => {
+                    let class = this.classify(ev.fields[ix].as_str()?);
+                    classified = Some((ix, class.clone()));
+                    Some(class)
+                }
+            }
+        };
         specs
             .iter()
             .map(|f| match f.kind {
                 EventFeatureKind::Raw(ix) => ev.fields[ix].clone(),
                 EventFeatureKind::HourOfDay => Value::Num(hour_of_day(ev.time) as f64),
                 EventFeatureKind::DayOfWeek => Value::Num(day_of_week(ev.time) as f64),
-                EventFeatureKind::DeviceClass(ix) => match ev.fields[ix].as_str() {
-                    Some(ua) => Value::Str(self.classify(ua).device_class),
+                EventFeatureKind::DeviceClass(ix) => match class_of(self, ix) {
+                    Some(class) => Value::Str(class.device_class),
                     None => Value::Missing,
                 },
-                EventFeatureKind::IsBot(ix) => match ev.fields[ix].as_str() {
-                    Some(ua) => Value::Num(if self.classify(ua).is_bot { 1.0 } else { 0.0 }),
+                EventFeatureKind::IsBot(ix) => match class_of(self, ix) {
+                    Some(class) => Value::Num(if class.is_bot { 1.0 } else { 0.0 }),
                     None => Value::Missing,
                 },
             })

@@ -68,7 +68,16 @@ pub struct Fragment {
 
 /// Key of an event in a table, if the table reads its stream.
 pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
-    let fields = table.key_fields[ev.stream as usize].as_ref()?;
+    key_of(table.key_fields[ev.stream as usize].as_ref()?, ev)
+}
+
+/// The key fields of an event joined by `|`; `None` if one is missing.
+fn key_of(fields: &[usize], ev: &Event) -> Option<CompactString> {
+    if let [f] = fields {
+        if let Value::Str(s) = &ev.fields[*f] {
+            return Some(s.clone());
+        }
+    }
     let mut key = CompactString::default();
     for (i, &f) in fields.iter().enumerate() {
         if i > 0 {
@@ -83,41 +92,74 @@ pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
     Some(key)
 }
 
-/// Routes an event to the tables: one record per table it is an example for (lookup)
-/// or that aggregates its stream (update), or both.
-pub fn route(p: &Pipeline, ev: &Event, out: &mut Vec<TableRecord>) {
-    let stream = ev.stream as usize;
-    let lookup = stream == p.label.example_stream;
-    for (ti, t) in p.tables.iter().enumerate() {
-        let reads = t
-            .features
-            .iter()
-            .filter(|f| f.ratio.is_none() && f.stream == stream);
-        let update = reads.clone().next().is_some();
-        if !(lookup || update) {
-            continue;
+/// Where the events of each stream go: the tables they are examples for (lookup) or
+/// that aggregate them (update), worked out once from the pipeline.
+pub struct Routes {
+    /// Per stream: its tables.
+    per_stream: Vec<Vec<Route>>,
+}
+
+/// One table an event stream goes to.
+struct Route {
+    table: u16,
+    lookup: bool,
+    update: bool,
+    /// Key fields of the stream.
+    key: Vec<usize>,
+    /// Updates: the field of each feature that aggregates one (in feature order).
+    values: Vec<usize>,
+}
+
+impl Routes {
+    /// The routes of every stream of `p`.
+    pub fn new(p: &Pipeline) -> Self {
+        let per_stream = (0..p.streams.len())
+            .map(|stream| {
+                let lookup = stream == p.label.example_stream;
+                p.tables
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(ti, t)| {
+                        let reads: Vec<&FeatureSpec> = t
+                            .features
+                            .iter()
+                            .filter(|f| f.ratio.is_none() && f.stream == stream)
+                            .collect();
+                        let update = !reads.is_empty();
+                        let key = t.key_fields[stream].clone()?;
+                        (lookup || update).then(|| Route {
+                            table: ti as u16,
+                            lookup,
+                            update,
+                            key,
+                            values: reads.iter().filter_map(|f| f.field).collect(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Routes { per_stream }
+    }
+
+    /// Appends an event's records: one per table it is an example for or that aggregates
+    /// its stream (or both).
+    pub fn route(&self, ev: &Event, out: &mut Vec<TableRecord>) {
+        for r in &self.per_stream[ev.stream as usize] {
+            let Some(key) = key_of(&r.key, ev) else {
+                continue;
+            };
+            out.push(TableRecord {
+                key_hash: stable_hash(key.as_bytes()),
+                table: r.table,
+                lookup: r.lookup,
+                update: r.update,
+                stream: ev.stream,
+                time: ev.time,
+                key,
+                id: ev.id.clone(),
+                values: r.values.iter().map(|&ix| ev.fields[ix].clone()).collect(),
+            });
         }
-        let Some(key) = table_key(t, ev) else {
-            continue;
-        };
-        let values = if update {
-            reads
-                .filter_map(|f| f.field.map(|ix| ev.fields[ix].clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        out.push(TableRecord {
-            key_hash: stable_hash(key.as_bytes()),
-            table: ti as u16,
-            lookup,
-            update,
-            stream: ev.stream,
-            time: ev.time,
-            key,
-            id: ev.id.clone(),
-            values,
-        });
     }
 }
 

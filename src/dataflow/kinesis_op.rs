@@ -8,17 +8,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use tokio::sync::mpsc::error::TryRecvError;
 
+use super::admit::{admit, Origin, Partition};
 use crate::config::Pipeline;
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::sinks::side::{Side, SideSinks};
+use crate::sinks::side::SideSinks;
 use crate::sources::kinesis::{receiver, Fetched, KinesisSpec};
-use crate::sources::reader::{PartitionReader, ReadOutcome};
+use crate::sources::reader::PartitionReader;
 use crate::sources::watermark::PartitionClock;
 use crate::time::Time;
 
@@ -113,18 +113,16 @@ pub fn kinesis_source<'scope>(
                                 }
                             }
                             while let Some(outcome) = reader.next_record() {
-                                let wm = s.clock.watermark().max(held_time);
-                                handle(
-                                    outcome,
-                                    &mut reader,
-                                    &shard,
-                                    &seq,
-                                    wm,
-                                    s,
-                                    &mut side,
-                                    &metrics,
-                                    &mut batch,
-                                );
+                                let partition = Partition {
+                                    reader: &reader,
+                                    clock: &mut s.clock,
+                                    held: held_time,
+                                };
+                                let origin = Origin::Shard {
+                                    shard: &shard,
+                                    sequence: &seq,
+                                };
+                                admit(outcome, partition, origin, &mut side, &metrics, &mut batch);
                             }
                         }
                         if let Some(seq) = last_seq {
@@ -170,49 +168,4 @@ pub fn kinesis_source<'scope>(
             activator.activate_after(Duration::from_millis(20));
         }
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    outcome: ReadOutcome,
-    reader: &mut PartitionReader,
-    shard: &str,
-    seq: &str,
-    watermark: Time,
-    s: &mut Shard,
-    side: &mut SideSinks,
-    metrics: &Metrics,
-    batch: &mut Vec<Event>,
-) {
-    match outcome {
-        ReadOutcome::Skip => {}
-        ReadOutcome::Bad(bad) => {
-            Metrics::add(&metrics.records_read, 1);
-            Metrics::add(&metrics.malformed, 1);
-            let place = std::path::PathBuf::from(format!("kinesis-shard:{shard}"));
-            let position = format!("sequence {seq}");
-            side.dead_letter(
-                reader.source_name(),
-                &place,
-                &position,
-                &bad.error,
-                &bad.raw,
-            );
-        }
-        ReadOutcome::Event(ev, _) => {
-            Metrics::add(&metrics.records_read, 1);
-            if ev.time < watermark {
-                Metrics::add(&metrics.late, 1);
-                side.write(
-                    Side::Late,
-                    json!({"reason": "late", "source": reader.source_name(), "shard": shard,
-                        "sequence": seq, "id": ev.id.as_str(), "time": ev.time,
-                        "watermark": watermark, "record": reader.record_text()}),
-                );
-            } else {
-                s.clock.observe(ev.time);
-                batch.push(ev);
-            }
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Wires the job: sources -> dedup -> tables (features) + label join -> partitioned sinks.
 
+pub mod admit;
 pub mod dedup;
 pub mod hold;
 pub mod kinesis_op;

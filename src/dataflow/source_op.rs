@@ -4,15 +4,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use serde_json::json;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use super::admit::{admit, Origin, Partition};
 use crate::config::Pipeline;
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::sinks::side::{Side, SideSinks};
-use crate::sources::reader::{PartitionReader, ReadOutcome};
+use crate::sinks::side::SideSinks;
+use crate::sources::reader::PartitionReader;
 use crate::sources::watermark::PartitionClock;
 use crate::sources::PartitionSpec;
 use crate::time::Time;
@@ -82,37 +82,13 @@ pub fn file_source<'scope>(
                         exhausted = true;
                         break;
                     };
-                    match outcome {
-                        ReadOutcome::Skip => {}
-                        ReadOutcome::Bad(bad) => {
-                            Metrics::add(&metrics.records_read, 1);
-                            Metrics::add(&metrics.malformed, 1);
-                            side.dead_letter(
-                                p.reader.source_name(),
-                                &p.spec.path,
-                                &bad.position,
-                                &bad.error,
-                                &bad.raw,
-                            );
-                        }
-                        ReadOutcome::Event(ev, pos) => {
-                            Metrics::add(&metrics.records_read, 1);
-                            let watermark = p.clock.watermark().max(held_time);
-                            if ev.time < watermark {
-                                Metrics::add(&metrics.late, 1);
-                                side.write(
-                                    Side::Late,
-                                    json!({"reason": "late", "source": p.reader.source_name(),
-                                        "file": p.spec.path.display().to_string(), "position": pos.record,
-                                        "id": ev.id.as_str(), "time": ev.time, "watermark": watermark,
-                                        "record": p.reader.record_text()}),
-                                );
-                            } else {
-                                p.clock.observe(ev.time);
-                                batch.push(ev);
-                            }
-                        }
-                    }
+                    let partition = Partition {
+                        reader: &p.reader,
+                        clock: &mut p.clock,
+                        held: held_time,
+                    };
+                    let origin = Origin::File(&p.spec.path);
+                    admit(outcome, partition, origin, &mut side, &metrics, &mut batch);
                 }
                 if exhausted {
                     live.swap_remove(ix);

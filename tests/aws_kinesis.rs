@@ -275,3 +275,61 @@ fn expired_iterators_and_throttling_lose_nothing() {
     assert_eq!(got.summary.duplicates, local.summary.duplicates);
     assert_eq!(channel_files(&got.out), channel_files(&local.out));
 }
+
+/// Clauses 4 and 5 on the Kinesis source: a malformed record goes to `dead_letter/` and a
+/// late one to `late/`, each named by its shard and sequence number; the job goes on.
+#[test]
+fn kinesis_late_and_malformed_records_go_to_side_files_with_shard_and_sequence() {
+    common::aws::endpoint();
+    let s = Scratch::new();
+    let prefix = unique("side");
+    let client = kinesis_client();
+    let t0 = 1_700_000_000_000u64;
+    let streams = [
+        (
+            "impressions",
+            vec![
+                common::impression("i1", t0, "u1", "c1"),
+                "{not json".to_string(),
+                common::impression("i2", t0 + 120_000, "u1", "c1"),
+                // More than the 30 s of out-of-orderness behind i2: late.
+                common::impression("i0", t0 + 10_000, "u1", "c1"),
+                common::impression("i3", t0 + 3_600_000, "u1", "c1"),
+            ],
+        ),
+        (
+            "clicks",
+            vec![common::click("k1", t0 + 5_000, "i1", "u1", "c1")],
+        ),
+        ("predictions", vec![common::prediction("p1", t0, "u1", 0.5)]),
+    ];
+    for (name, lines) in &streams {
+        let stream = format!("{prefix}-{name}");
+        ensure_stream(&client, &stream, 1).unwrap();
+        put_lines(&client, &stream, lines, "user_id").unwrap();
+    }
+    let o = s.run(&kinesis_pipeline(&prefix), 1, "kinesis");
+    let rows = o.rows();
+    assert!(
+        rows.contains_key("i1") && rows.contains_key("i3"),
+        "{rows:?}"
+    );
+    assert!(!rows.contains_key("i0"), "a late example makes no row");
+    assert_eq!(rows["i1"]["label"], "1");
+
+    let dead = o.side("dead_letter");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let file = dead[0]["file"].as_str().unwrap();
+    assert!(file.starts_with("kinesis-shard:"), "{file}");
+    let position = dead[0]["position"].as_str().unwrap();
+    assert!(position.starts_with("sequence "), "{position}");
+    assert_eq!(dead[0]["record"], "{not json");
+
+    let late = o.side("late");
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["id"], "i0");
+    assert_eq!(late[0]["reason"], "late");
+    assert!(late[0]["shard"].as_str().unwrap().starts_with("shardId-"));
+    assert!(!late[0]["sequence"].as_str().unwrap().is_empty());
+    assert_eq!(late[0]["watermark"].as_u64(), Some(t0 + 120_000 - 30_000));
+}

@@ -407,10 +407,14 @@ fn main_inner() -> anyhow::Result<()> {
                     .parse_str(s)
                     .map_err(|e| anyhow::anyhow!("{e}"))
             };
-            let json = |t: u64, values: Vec<(String, Option<f64>)>| {
+            let json = |t: u64, values: labeljoin::tables::RowValues| {
                 let mut row = serde_json::Map::new();
                 row.insert("version_time".into(), serde_json::json!(t));
-                row.extend(values.into_iter().map(|(k, v)| (k, serde_json::json!(v))));
+                row.extend(
+                    values
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), serde_json::json!(v))),
+                );
                 serde_json::Value::Object(row)
             };
             match history {

@@ -52,7 +52,7 @@ fn check(pipeline_file: &str, fields: impl Fn(&str) -> HashMap<String, String>) 
                 .collect();
             let key = key.join("|");
             let values = match reader.get(&t.name, &key, as_of).unwrap() {
-                Some((_, named)) => named.into_iter().map(|(_, v)| v).collect(),
+                Some((_, named)) => named.values().to_vec(),
                 None => {
                     let mut v: Vec<Option<f64>> =
                         t.features.iter().map(AggState::empty_value).collect();

@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{ApiState, MAX_HISTORY, MAX_KEYS, MAX_TIME};
-use crate::tables::NamedRow;
+use crate::tables::{NamedRow, RowValues};
 use crate::time::{Time, TimeFormat};
 
 /// Feature values by name, in column order (`null` = missing).
-pub struct Features(Vec<(String, Option<f64>)>);
+pub struct Features(RowValues);
 
 impl Serialize for Features {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
+        let mut map = s.serialize_map(Some(self.0.values().len()))?;
+        for (name, value) in self.0.iter() {
             map.serialize_entry(name, &value.filter(|v| v.is_finite()))?;
         }
         map.end()

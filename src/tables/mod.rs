@@ -56,13 +56,38 @@ pub fn write_schema(state: &Path, pipeline: &Pipeline) -> anyhow::Result<()> {
 pub const LATEST: Time = Time::MAX - 2;
 
 /// A decoded row: the time of the version it comes from, and each feature by name.
-pub type NamedRow = (Time, Vec<(String, Option<f64>)>);
+pub type NamedRow = (Time, RowValues);
+
+/// A decoded row's feature values in column order, with its table's feature names (one
+/// list per table, shared by every row read, not copied per row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowValues {
+    names: Arc<[String]>,
+    values: Vec<Option<f64>>,
+}
+
+impl RowValues {
+    /// Each feature's name and value (`None`: missing), in column order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<f64>)> + '_ {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.values.iter().copied())
+    }
+
+    /// The values alone, in column order.
+    pub fn values(&self) -> &[Option<f64>] {
+        &self.values
+    }
+}
 
 /// Reads one table of a state (or snapshot) directory: its versions decoded to named
 /// feature values, as of `as_of` (or each version's own time for history).
 pub struct TableReader {
     store: Arc<TableStore>,
     schema: BTreeMap<String, Vec<FeatureSpec>>,
+    /// Per table: its feature names, shared by the rows read.
+    names: BTreeMap<String, Arc<[String]>>,
 }
 
 impl TableReader {
@@ -80,9 +105,15 @@ impl TableReader {
                 dir.display()
             )
         })?;
+        let schema: BTreeMap<String, Vec<FeatureSpec>> = serde_json::from_slice(&text)?;
+        let names = schema
+            .iter()
+            .map(|(t, specs)| (t.clone(), specs.iter().map(|f| f.name.clone()).collect()))
+            .collect();
         Ok(TableReader {
             store,
-            schema: serde_json::from_slice(&text)?,
+            schema,
+            names,
         })
     }
 
@@ -118,7 +149,8 @@ impl TableReader {
         let Some((t, bytes)) = found.next().flatten() else {
             return Ok(None);
         };
-        Ok(Some((t, named_row(specs, &bytes, as_of, windows, found))))
+        let values = decode_row(specs, &bytes, as_of, windows, found);
+        Ok(Some((t, self.named(table, values))))
     }
 
     /// The newest version of `key`, read at its own time (a finished or quiet state's
@@ -159,23 +191,32 @@ impl TableReader {
         key: &str,
         bytes: &[u8],
         as_of: Time,
-    ) -> anyhow::Result<Vec<(String, Option<f64>)>> {
+    ) -> anyhow::Result<RowValues> {
         let windows = row::windows_at(specs, as_of);
         let times: Vec<Time> = windows.iter().map(|w| as_of - w).collect();
         let found = self.store.get_at(table, key.as_bytes(), &times)?;
-        Ok(named_row(specs, bytes, as_of, windows, found))
+        let values = decode_row(specs, bytes, as_of, windows, found);
+        Ok(self.named(table, values))
+    }
+
+    /// `values` of a row of `table` with the table's feature names.
+    fn named(&self, table: &str, values: Vec<Option<f64>>) -> RowValues {
+        RowValues {
+            names: self.names[table].clone(),
+            values,
+        }
     }
 }
 
 /// Decodes a row read `as_of`, given the version found one window earlier for each of
 /// `windows` ([`row::windows_at`]).
-fn named_row(
+fn decode_row(
     specs: &[FeatureSpec],
     bytes: &[u8],
     as_of: Time,
     windows: Vec<Time>,
     found: impl IntoIterator<Item = Option<Version>>,
-) -> Vec<(String, Option<f64>)> {
+) -> Vec<Option<f64>> {
     let earlier: Vec<(Time, Option<Vec<u8>>)> = windows
         .into_iter()
         .zip(found.into_iter().map(|v| v.map(|v| v.1)))
@@ -186,9 +227,5 @@ fn named_row(
             .find(|(window, _)| *window == w)
             .and_then(|(_, row)| row.as_deref())
     };
-    named(specs, row::decode(specs, bytes, as_of, before))
-}
-
-fn named(specs: &[FeatureSpec], values: Vec<Option<f64>>) -> Vec<(String, Option<f64>)> {
-    specs.iter().map(|f| f.name.clone()).zip(values).collect()
+    row::decode(specs, bytes, as_of, before)
 }

@@ -173,8 +173,8 @@ pub struct Tables {
 /// Versions of changed rows on their way to the store (with `--state`).
 struct Versions {
     store: Arc<TableStore>,
-    /// Per table: (key, version time, encoded row).
-    pending: Vec<Vec<(CompactString, Time, Vec<u8>)>>,
+    /// Per table: the versions waiting for their write.
+    pending: Vec<PendingRows>,
     /// A windowed min, max, distinct count or last changes without an event when an event
     /// leaves its window, at `time + window`: each key with events in such a window has
     /// exactly one entry here, at the next such instant (rescheduled when it fires).
@@ -186,6 +186,45 @@ struct Versions {
     expiring: Vec<bool>,
     /// When pending versions were last written.
     last_write: Instant,
+}
+
+/// Versions of one table waiting for their write: encoded rows back to back in one buffer
+/// (no allocation per version).
+#[derive(Default)]
+struct PendingRows {
+    /// Per version: key, version time, end of its row in `rows`.
+    versions: Vec<(CompactString, Time, usize)>,
+    rows: Vec<u8>,
+}
+
+impl PendingRows {
+    /// Adds the version of `key` at `time`, its row encoded from `states`.
+    fn push(&mut self, key: CompactString, time: Time, spec: &TableSpec, states: &mut [AggState]) {
+        row::encode(&spec.features, states, time, &mut self.rows);
+        self.versions.push((key, time, self.rows.len()));
+    }
+
+    /// Each version as (key, time, row).
+    fn iter(&self) -> impl Iterator<Item = (&[u8], Time, &[u8])> {
+        let starts = std::iter::once(0).chain(self.versions.iter().map(|v| v.2));
+        self.versions
+            .iter()
+            .zip(starts)
+            .map(|((key, time, end), start)| (key.as_bytes(), *time, &self.rows[start..*end]))
+    }
+
+    fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.versions.clear();
+        self.rows.clear();
+    }
 }
 
 /// Pending versions past this many are written out at once (the last pass of a replay
@@ -204,10 +243,7 @@ impl Versions {
             if pending.is_empty() {
                 continue;
             }
-            let batch = pending
-                .iter()
-                .map(|(k, t, r)| (k.as_bytes(), *t, r.as_slice()));
-            if let Err(e) = self.store.put_versions(&spec.name, batch) {
+            if let Err(e) = self.store.put_versions(&spec.name, pending.iter()) {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();
@@ -238,7 +274,11 @@ impl Tables {
         let state = pipeline.tables.iter().map(|_| HashMap::default()).collect();
         let versions = store.map(|store| Versions {
             store,
-            pending: pipeline.tables.iter().map(|_| Vec::new()).collect(),
+            pending: pipeline
+                .tables
+                .iter()
+                .map(|_| PendingRows::default())
+                .collect(),
             expiries: TimeQueue::default(),
             scheduled: HashSet::default(),
             expiring: pipeline
@@ -272,17 +312,15 @@ impl Tables {
                 let Some(states) = self.state[table as usize].get_mut(&key) else {
                     continue;
                 };
-                let mut row = Vec::new();
-                row::encode(&spec.features, states, t, &mut row);
+                v.pending[table as usize].push(key.clone(), t, spec, states);
                 match next_expiry(&spec.features, states) {
-                    Some(next) => v.expiries.push(next, (table, key.clone())),
+                    Some(next) => v.expiries.push(next, (table, key)),
                     None => {
-                        v.scheduled.remove(&(table, key.clone()));
+                        v.scheduled.remove(&(table, key));
                     }
                 }
-                v.pending[table as usize].push((key, t, row));
             }
-            if v.pending.iter().map(Vec::len).sum::<usize>() > PENDING_LIMIT {
+            if v.pending.iter().map(PendingRows::len).sum::<usize>() > PENDING_LIMIT {
                 v.write_pending(&self.pipeline);
             }
         }
@@ -414,9 +452,7 @@ impl Tables {
             }
         }
         if let Some(v) = self.versions.as_mut() {
-            let mut row = Vec::new();
-            row::encode(&spec.features, states, now, &mut row);
-            v.pending[table].push((first.key.clone(), now, row));
+            v.pending[table].push(first.key.clone(), now, spec, states);
             if v.expiring[table] {
                 let id = (table as u16, first.key.clone());
                 if !v.scheduled.contains(&id) {

@@ -64,15 +64,25 @@ pub fn put_numbers(
     len: usize,
     values: impl Iterator<Item = Option<f64>>,
 ) {
-    // Room for every value as the longest number: no reallocation while writing.
+    put_numbers_header(out, tag, len);
+    for v in values {
+        put_optional_number(out, v);
+    }
+}
+
+/// Starts a segment of `len` numbers (then [`put_optional_number`] each), with room for
+/// all of them as the longest number: no reallocation while writing.
+pub fn put_numbers_header(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.reserve(1 + 10 + len * 9);
     out.push(tag);
     put_varint(out, len as u64);
-    for v in values {
-        match v {
-            Some(n) => put_number(out, n),
-            None => out.push(MISSING),
-        }
+}
+
+/// Appends one number of a segment (`None`: missing).
+pub fn put_optional_number(out: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(n) => put_number(out, n),
+        None => out.push(MISSING),
     }
 }
 

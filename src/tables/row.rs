@@ -14,7 +14,7 @@
 use crate::config::{Agg, FeatureSpec};
 use crate::event::Value;
 use crate::features::agg::{fill_ratios, from_totals, windowed_by_totals, AggState};
-use crate::label::pending::{decode_segment, put_numbers, Dictionary};
+use crate::label::pending::{decode_segment, put_numbers_header, put_optional_number, Dictionary};
 use crate::time::Time;
 
 /// Numbers a feature stores in a version.
@@ -26,24 +26,26 @@ fn stored_numbers(f: &FeatureSpec) -> usize {
     }
 }
 
-/// Encodes the row of `states` as of `version` (a read at `version + 1`).
+/// Appends the row of `states` as of `version` (a read at `version + 1`) to `out`.
 pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out: &mut Vec<u8>) {
     let stored = specs.iter().map(stored_numbers).sum();
     let now = version + 1;
-    // At most two numbers per feature (running totals: count and sum).
-    let numbers = specs.iter().zip(states.iter_mut()).flat_map(|(f, s)| {
-        let values = match f.agg {
-            Agg::Ratio => [None, None],
-            Agg::TimeSinceLast => [s.last_time().map(|t| t as f64), None],
+    put_numbers_header(out, 0, stored);
+    // Written feature by feature: an iterator chain here cost ~600 instructions a version.
+    for (f, s) in specs.iter().zip(states.iter_mut()) {
+        match f.agg {
+            Agg::Ratio => {}
+            Agg::TimeSinceLast => put_optional_number(out, s.last_time().map(|t| t as f64)),
             _ if windowed_by_totals(f) => {
                 let (count, sum) = s.totals().unwrap_or_default();
-                [Some(count as f64), Some(sum)]
+                put_optional_number(out, Some(count as f64));
+                if stored_numbers(f) == 2 {
+                    put_optional_number(out, Some(sum));
+                }
             }
-            _ => [s.read(f, now), None],
-        };
-        values.into_iter().take(stored_numbers(f))
-    });
-    put_numbers(out, 0, stored, numbers);
+            _ => put_optional_number(out, s.read(f, now)),
+        }
+    }
 }
 
 /// The distinct windows of `specs` read from running totals: the versions at

@@ -15,7 +15,7 @@ use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Event, Value};
-use crate::label::pending::put_numbers;
+use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::tables::{row, TableStore};
 use crate::time::Time;
 
@@ -413,24 +413,15 @@ impl Tables {
                 });
             }
             let segment = &mut fragments.last_mut().expect("pushed above").segment;
-            let features = spec
-                .features
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.ratio.is_none());
-            match states.as_deref_mut() {
-                Some(st) => put_numbers(
-                    segment,
-                    table as u8,
-                    stored,
-                    features.map(|(i, f)| st[i].read(f, now)),
-                ),
-                None => put_numbers(
-                    segment,
-                    table as u8,
-                    stored,
-                    features.map(|(_, f)| AggState::empty_value(f)),
-                ),
+            put_numbers_header(segment, table as u8, stored);
+            for (i, f) in spec.features.iter().enumerate() {
+                if f.ratio.is_none() {
+                    let value = match states.as_deref_mut() {
+                        Some(st) => st[i].read(f, now),
+                        None => AggState::empty_value(f),
+                    };
+                    put_optional_number(segment, value);
+                }
             }
             // The largest fragment so far: new ones rarely reallocate.
             *segment_size = (*segment_size).max(segment.len());

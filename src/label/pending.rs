@@ -57,20 +57,8 @@ pub fn put_segment<'a>(
     }
 }
 
-/// Appends a segment of numbers (table values) without a dictionary.
-pub fn put_numbers(
-    out: &mut Vec<u8>,
-    tag: u8,
-    len: usize,
-    values: impl Iterator<Item = Option<f64>>,
-) {
-    put_numbers_header(out, tag, len);
-    for v in values {
-        put_optional_number(out, v);
-    }
-}
-
-/// Starts a segment of `len` numbers (then [`put_optional_number`] each), with room for
+/// Starts a segment of `len` numbers (table values, no dictionary; then
+/// [`put_optional_number`] each), with room for
 /// all of them as the longest number: no reallocation while writing.
 pub fn put_numbers_header(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.reserve(1 + 10 + len * 9);

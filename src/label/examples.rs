@@ -1,5 +1,5 @@
-//! Examples waiting for their label, in a compact map: 32-byte slots keyed by a hash of
-//! the id, each owning one byte buffer `[time][outcomes][id][feature segments...]`.
+//! Examples waiting for their label, in a compact map: 24-byte slots keyed by a hash of
+//! the id, each owning one exact-size byte buffer `[time][outcomes][id][feature segments...]`.
 
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
@@ -24,12 +24,12 @@ pub enum Slot {
 /// The waiting examples of one worker.
 #[derive(Default)]
 pub struct WaitingExamples {
-    main: HashMap<u64, Vec<u8>>,
-    overflow: HashMap<CompactString, Vec<u8>>,
-    /// Sum of buffer capacities.
+    main: HashMap<u64, Box<[u8]>>,
+    overflow: HashMap<CompactString, Box<[u8]>>,
+    /// Sum of buffer lengths.
     buffer_bytes: usize,
-    /// Capacity new buffers start with: about the largest recent example.
-    expected: usize,
+    /// Where an append is written before its buffer grows to take it.
+    scratch: Vec<u8>,
 }
 
 /// Read access to one example's buffer.
@@ -58,13 +58,21 @@ impl Example<'_> {
 }
 
 /// A new buffer: unknown time, no outcomes, the id (empty for overflow entries).
-fn new_buffer(capacity: usize, id: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(capacity);
+fn new_buffer(id: &[u8]) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(ID + id.len());
     buf.extend_from_slice(&Time::MAX.to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
     buf.push(id.len() as u8);
     buf.extend_from_slice(id);
-    buf
+    buf.into_boxed_slice()
+}
+
+/// `buf` followed by `more`, in a buffer of exactly that size.
+fn grown(buf: &[u8], more: &[u8]) -> Box<[u8]> {
+    let mut v = Vec::with_capacity(buf.len() + more.len());
+    v.extend_from_slice(buf);
+    v.extend_from_slice(more);
+    v.into_boxed_slice()
 }
 
 impl WaitingExamples {
@@ -80,8 +88,8 @@ impl WaitingExamples {
 
     /// Bytes held: map slots at their capacity plus buffers.
     pub fn heap_bytes(&self) -> usize {
-        self.main.capacity() * (std::mem::size_of::<(u64, Vec<u8>)>() + 1)
-            + self.overflow.capacity() * (std::mem::size_of::<(CompactString, Vec<u8>)>() + 1)
+        self.main.capacity() * (std::mem::size_of::<(u64, Box<[u8]>)>() + 1)
+            + self.overflow.capacity() * (std::mem::size_of::<(CompactString, Box<[u8]>)>() + 1)
             + self.buffer_bytes
     }
 
@@ -96,7 +104,7 @@ impl WaitingExamples {
         }
     }
 
-    fn buffer(&mut self, slot: &Slot) -> &mut Vec<u8> {
+    fn buffer(&mut self, slot: &Slot) -> &mut Box<[u8]> {
         match slot {
             Slot::Main(h) => self.main.get_mut(h).expect("located"),
             Slot::Overflow(id) => self.overflow.get_mut(id).expect("located"),
@@ -123,33 +131,30 @@ impl WaitingExamples {
     ) -> (Slot, bool) {
         use std::collections::hash_map::Entry;
         let hash = stable_hash(id.as_bytes());
-        let expected = self.expected.max(ID + id.len());
         let (slot, buf, created) = match self.main.entry(hash) {
             Entry::Occupied(e) if Example(e.get()).id_bytes() == id.as_bytes() => {
                 (Slot::Main(hash), e.into_mut(), false)
             }
             Entry::Vacant(e) if id.len() <= u8::MAX as usize && !self.overflow.contains_key(id) => {
-                (
-                    Slot::Main(hash),
-                    e.insert(new_buffer(expected, id.as_bytes())),
-                    true,
-                )
+                (Slot::Main(hash), e.insert(new_buffer(id.as_bytes())), true)
             }
             _ => match self.overflow.entry(id.into()) {
                 Entry::Occupied(e) => (Slot::Overflow(id.into()), e.into_mut(), false),
-                Entry::Vacant(e) => (
-                    Slot::Overflow(id.into()),
-                    e.insert(new_buffer(expected, b"")),
-                    true,
-                ),
+                Entry::Vacant(e) => (Slot::Overflow(id.into()), e.insert(new_buffer(b"")), true),
             },
         };
-        let before = if created { 0 } else { buf.capacity() };
+        let before = if created { 0 } else { buf.len() };
         if let Some(t) = time {
             buf[..OUTCOMES].copy_from_slice(&t.to_le_bytes());
         }
-        write(buf);
-        self.buffer_bytes += buf.capacity() - before;
+        // Buffers are boxed slices of their exact size (a 24-byte slot instead of a
+        // vector's 32, and no spare capacity): an append writes aside, then regrows.
+        self.scratch.clear();
+        write(&mut self.scratch);
+        if !self.scratch.is_empty() {
+            *buf = grown(buf, &self.scratch);
+        }
+        self.buffer_bytes += buf.len() - before;
         (slot, created)
     }
 
@@ -163,7 +168,7 @@ impl WaitingExamples {
     }
 
     /// Takes an example out; returns its id and buffer.
-    pub fn remove(&mut self, slot: &Slot) -> (CompactString, Vec<u8>) {
+    pub fn remove(&mut self, slot: &Slot) -> (CompactString, Box<[u8]>) {
         let (id, buf) = match slot {
             Slot::Main(h) => {
                 let buf = self.main.remove(h).expect("a deadline per waiting example");
@@ -176,9 +181,7 @@ impl WaitingExamples {
                     .expect("a deadline per waiting example"),
             ),
         };
-        self.buffer_bytes -= buf.capacity();
-        // Start buffers at the recent largest size (decaying), so they rarely reallocate.
-        self.expected = (self.expected - self.expected / 64).max(buf.len());
+        self.buffer_bytes -= buf.len();
         (id, buf)
     }
 }

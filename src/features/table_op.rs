@@ -66,11 +66,6 @@ pub struct Fragment {
     pub segment: Vec<u8>,
 }
 
-/// Key of an event in a table, if the table reads its stream.
-pub fn table_key(table: &TableSpec, ev: &Event) -> Option<CompactString> {
-    key_of(table.key_fields[ev.stream as usize].as_ref()?, ev)
-}
-
 /// The key fields of an event joined by `|`; `None` if one is missing.
 fn key_of(fields: &[usize], ev: &Event) -> Option<CompactString> {
     if let [f] = fields {

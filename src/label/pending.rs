@@ -50,20 +50,24 @@ pub fn put_segment<'a>(
     tag: u8,
     values: impl ExactSizeIterator<Item = &'a Value>,
 ) {
-    out.push(tag);
-    put_varint(out, values.len() as u64);
+    put_header(out, tag, values.len());
     for v in values {
         put_value(out, dict, v);
     }
 }
 
-/// Starts a segment of `len` numbers (table values, no dictionary; then
-/// [`put_optional_number`] each), with room for
-/// all of them as the longest number: no reallocation while writing.
-pub fn put_numbers_header(out: &mut Vec<u8>, tag: u8, len: usize) {
-    out.reserve(1 + 10 + len * 9);
+/// A segment's tag and value count.
+fn put_header(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.push(tag);
     put_varint(out, len as u64);
+}
+
+/// Starts a segment of `len` numbers (table values, no dictionary), then written by
+/// [`put_optional_number`] each; room for all of them as the longest number is reserved,
+/// so writing them never reallocates.
+pub fn put_numbers_header(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.reserve(1 + 10 + len * 9);
+    put_header(out, tag, len);
 }
 
 /// Appends one number of a segment (`None`: missing).

@@ -140,7 +140,7 @@ impl Shared {
     }
 }
 
-/// Every (method, path) [`router`] serves; `tests/api.rs` checks `docs/openapi.json`
+/// Every (method, path) [`router`] serves; `tests/suite/api.rs` checks `docs/openapi.json`
 /// describes exactly these and that each answers.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),

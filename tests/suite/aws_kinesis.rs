@@ -2,7 +2,7 @@
 //! put into Kinesis -> job -> CSV in S3 equal the file run; a shard split mid-stream loses
 //! nothing and keeps the order per key.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

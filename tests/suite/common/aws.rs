@@ -21,7 +21,7 @@ pub fn endpoint() -> String {
         panic!(
             "AWS_ENDPOINT_URL is not set: this test needs the local AWS emulator. \
              Run it through infra/test.sh (it starts moto_server), e.g. \
-             `infra/test.sh --test aws_s3`"
+             `infra/test.sh aws_s3::`"
         )
     })
 }

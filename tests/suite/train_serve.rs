@@ -1,7 +1,7 @@
 //! DESIGN.md clause 8, train/serve consistency: for every emitted row, each table read
 //! `as_of = event_time - 1 ms` from the state directory equals the row's features.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

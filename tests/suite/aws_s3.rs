@@ -1,7 +1,7 @@
 //! S3 output and backfill against the local emulator (run through infra/test.sh): the same
 //! bytes as a local run, replays overwrite, multipart uploads, snapshots round-trip.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

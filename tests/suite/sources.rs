@@ -1,6 +1,6 @@
 //! Sources: gzip and RFC 3339 inputs read the same events as plain files with epoch ms.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! DESIGN.md clauses 2-6 on small hand-checked streams, one test per clause.
 
-mod common;
+use crate::common;
 
 use common::*;
 

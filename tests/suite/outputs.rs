@@ -1,6 +1,6 @@
 //! Output layout of DESIGN.md "Outputs": SageMaker CSV, full CSV, schema, markers, replays.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

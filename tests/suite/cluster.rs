@@ -1,7 +1,7 @@
 //! DESIGN.md "Scale-out" and clause 7: the same job on 2 processes x 2 workers (timely
 //! cluster mode over loopback TCP) gives exactly the rows of 1 worker.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! 127.0.0.1 (port 0). Values equal the tables, and as of `event_time - 1 ms` the training
 //! rows' features; auth, limits and bad input answer JSON errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

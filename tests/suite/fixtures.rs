@@ -1,7 +1,7 @@
 //! The committed, hand-checked contract fixture (fixtures/contract/README.md) gives exactly
 //! its expected rows and side records.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

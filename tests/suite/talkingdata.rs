@@ -1,7 +1,7 @@
 //! The TalkingData sample, read as is: every row's label equals an independent computation
 //! from the raw file (`attributed_time - click_time <= 15 min`), and features are sane.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

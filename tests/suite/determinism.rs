@@ -1,7 +1,7 @@
 //! DESIGN.md clause 7: random streams, shuffled within the out-of-orderness bound, on 1 and 4
 //! workers, give exactly the rows of a plain reference implementation of the definitions.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

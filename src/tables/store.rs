@@ -114,13 +114,14 @@ pub fn all_keys() -> rocksdb::ReadOptions {
 }
 
 /// Options of the table files [`TableStore::put_versions`] writes: the tables' own format,
-/// uncompressed (compactions soon merge them into compressed files; compressing them
-/// first cost the job's own threads).
+/// uncompressed (compressing them cost the job's own threads). RocksDB's file writer
+/// takes the bottommost compression when one is set, so both are off here.
 fn sst_options() -> &'static Options {
     static OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
     OPTIONS.get_or_init(|| {
         let mut options = db_options();
         options.set_compression_type(rocksdb::DBCompressionType::None);
+        options.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
         options
     })
 }
@@ -142,12 +143,17 @@ fn db_options() -> Options {
         keys::without_time,
         Some(keys::has_time),
     ));
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_block_based_table_factory(&table);
     // Versions arrive as ingested files (memtables stay empty), only ever added
     // (retention aside): universal compaction rewrites each byte fewer times than leveled
     // compaction, which matters on a job's spare cores.
     opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+    // Compactions took a third of a replay's wall time (docs/PERFORMANCE.md): only the
+    // oldest sorted run, which holds most of the bytes, is compressed. The younger runs are
+    // rewritten often and read most (recent keys): uncompressed, they cost no LZ4 in
+    // either direction (replays -7 % wall, 100-key reads on a large state ~1.6x).
+    opts.set_compression_type(rocksdb::DBCompressionType::None);
+    opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
     opts
 }
 

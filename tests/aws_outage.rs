@@ -1,7 +1,7 @@
 //! Emulator outage: the network path to the emulator goes down for a few seconds while
 //! the Kinesis source reads and the S3 sink uploads; retries ride it out, and the output
-//! equals the file run (nothing lost, nothing duplicated). Its own test binary, outside `suite`, because
-//! it points this process's AWS endpoint at an interruptible proxy.
+//! equals the file run (nothing lost, nothing duplicated). Its own test binary, outside
+//! `suite`, because it points this process's AWS endpoint at an interruptible proxy.
 
 #[path = "suite/common/mod.rs"]
 mod common;

@@ -115,12 +115,11 @@ pub fn all_keys() -> rocksdb::ReadOptions {
 
 /// Options of the table files [`TableStore::put_versions`] writes: the tables' own format,
 /// uncompressed (compressing them cost the job's own threads). RocksDB's file writer
-/// takes the bottommost compression when one is set, so both are off here.
+/// takes the bottommost compression whenever one is set, so it is turned off here too.
 fn sst_options() -> &'static Options {
     static OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
     OPTIONS.get_or_init(|| {
         let mut options = db_options();
-        options.set_compression_type(rocksdb::DBCompressionType::None);
         options.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
         options
     })

@@ -20,6 +20,10 @@ use crate::time::Time;
 /// Records read per activation, so one worker's sources share the thread with its operators.
 const BATCH: usize = 4096;
 
+/// When every partition is `read_ahead` past the watermark, how long until the source looks
+/// again (the worker meanwhile runs its operators or parks).
+const BLOCKED_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 struct Live {
     spec: PartitionSpec,
     reader: PartitionReader,
@@ -66,6 +70,7 @@ pub fn file_source<'scope>(
             let held_time = *held.time();
             let mut budget = BATCH;
             let mut side = side.borrow_mut();
+            let mut blocked = false;
             while budget > 0 {
                 // Read the most-behind partition, unless even it is too far ahead.
                 let Some(ix) = (0..live.len()).min_by_key(|&i| live[i].clock.watermark()) else {
@@ -73,6 +78,7 @@ pub fn file_source<'scope>(
                 };
                 let p = &mut live[ix];
                 if p.clock.watermark() > frontier.saturating_add(pipeline.read_ahead) {
+                    blocked = true;
                     break;
                 }
                 let mut exhausted = false;
@@ -95,13 +101,21 @@ pub fn file_source<'scope>(
                 }
             }
             Metrics::add(&metrics.events, batch.len() as u64);
+            let batch_was_empty = batch.is_empty();
             if !batch.is_empty() {
                 output.session(&*held).give_iterator(batch.drain(..));
             }
             match live.iter().map(|p| p.clock.watermark()).min() {
                 Some(w) => {
                     held.downgrade(&w.max(held_time));
-                    activator.activate();
+                    if blocked && batch_was_empty {
+                        // Waiting for the dataflow to catch up: look again shortly instead of
+                        // spinning, which took the cores the operators (and RocksDB's
+                        // compactions) need to catch up.
+                        activator.activate_after(BLOCKED_RETRY);
+                    } else {
+                        activator.activate();
+                    }
                 }
                 None => cap = None,
             }

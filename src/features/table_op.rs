@@ -326,11 +326,13 @@ impl Tables {
     fn process_before(
         &mut self,
         buffer: &mut Vec<TableRecord>,
+        ready: &mut Vec<TableRecord>,
         watermark: Time,
         segment_size: &mut usize,
     ) -> Vec<Fragment> {
-        // Sized up front: growing a vector of records by doubling copied each one ~twice.
-        let mut ready = Vec::with_capacity(buffer.len());
+        // `ready` keeps its capacity between passes: a fresh multi-megabyte vector per pass
+        // was fresh pages for the kernel to zero.
+        ready.clear();
         ready.extend(buffer.extract_if(.., |r| r.time < watermark));
         // Sort references, not the records: swaps stay 8 bytes.
         let mut order: Vec<&TableRecord> = ready.iter().collect();
@@ -489,6 +491,7 @@ pub fn table_operator<'scope>(
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
         let mut buffer: Vec<TableRecord> = Vec::new();
+        let mut ready = Vec::new();
         let mut done_below = 0;
         let mut segment_size = 16;
         let mut wake_at: Option<Instant> = None;
@@ -501,7 +504,8 @@ pub fn table_operator<'scope>(
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark != done_below {
                 done_below = watermark;
-                let fragments = tables.process_before(&mut buffer, watermark, &mut segment_size);
+                let fragments =
+                    tables.process_before(&mut buffer, &mut ready, watermark, &mut segment_size);
                 if let Some(cap) = held.get() {
                     if !fragments.is_empty() {
                         output.session(cap).give_iterator(fragments.into_iter());

@@ -75,6 +75,9 @@ pub struct RetentionFilter {
 
 impl CompactionFilter for RetentionFilter {
     fn filter(&mut self, _level: u32, stored: &[u8], value: &[u8]) -> Decision {
+        if self.cutoff == 0 {
+            return Decision::Keep; // no retention (yet): keep everything, cheaply
+        }
         // `time` is the entry's oldest version (see `pack`): an entry older than the one
         // kept holds only versions older than it.
         let Some((key, time)) = keys::decode(stored) else {

@@ -1,5 +1,5 @@
 //! Examples waiting for their label, in a compact map: 24-byte slots keyed by a hash of
-//! the id, each owning one byte buffer `[time][outcomes][used][id][feature segments...]`.
+//! the id, each owning one exact-size byte buffer `[time][outcomes][id][feature segments...]`.
 
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
@@ -8,9 +8,8 @@ use crate::event::stable_hash;
 use crate::time::Time;
 
 const OUTCOMES: usize = 8;
-const USED: usize = 12;
-const ID_LEN: usize = 16;
-const ID: usize = 17;
+const ID_LEN: usize = 12;
+const ID: usize = 13;
 
 /// Where an example's buffer lives. Almost always `Main`; an id whose hash equals another
 /// waiting id's (or longer than 255 bytes) is kept by id instead.
@@ -31,9 +30,6 @@ pub struct WaitingExamples {
     buffer_bytes: usize,
     /// Where an append is written before its buffer grows to take it.
     scratch: Vec<u8>,
-    /// Size of the last finished example: new buffers start at it, so the segments of an
-    /// example (its features, then a fragment from each worker) land without regrowing.
-    typical: usize,
 }
 
 /// Read access to one example's buffer.
@@ -46,7 +42,7 @@ impl Example<'_> {
     }
     /// Outcomes counted in its window.
     pub fn outcomes(&self) -> u32 {
-        u32::from_le_bytes(self.0[OUTCOMES..USED].try_into().unwrap())
+        u32::from_le_bytes(self.0[OUTCOMES..ID_LEN].try_into().unwrap())
     }
     /// The example id.
     pub fn id(&self) -> &str {
@@ -57,40 +53,25 @@ impl Example<'_> {
     }
     /// The encoded feature segments.
     pub fn segments(&self) -> &[u8] {
-        &self.0[ID + self.0[ID_LEN] as usize..self.used()]
-    }
-    /// Bytes in use (the rest of the buffer is room for more segments).
-    fn used(&self) -> usize {
-        u32::from_le_bytes(self.0[USED..ID_LEN].try_into().unwrap()) as usize
+        &self.0[ID + self.0[ID_LEN] as usize..]
     }
 }
 
-fn set_used(buf: &mut [u8], used: usize) {
-    buf[USED..ID_LEN].copy_from_slice(&(used as u32).to_le_bytes());
-}
-
-/// A new buffer of `size` bytes (at least its header): unknown time, no outcomes, the id
-/// (empty for overflow entries).
-fn new_buffer(id: &[u8], size: usize) -> Box<[u8]> {
-    let used = ID + id.len();
-    let mut buf = Vec::with_capacity(size.max(used));
+/// A new buffer: unknown time, no outcomes, the id (empty for overflow entries).
+fn new_buffer(id: &[u8]) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(ID + id.len());
     buf.extend_from_slice(&Time::MAX.to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
-    buf.extend_from_slice(&(used as u32).to_le_bytes());
     buf.push(id.len() as u8);
     buf.extend_from_slice(id);
-    buf.resize(buf.capacity(), 0);
     buf.into_boxed_slice()
 }
 
-/// The used part of `buf` followed by `more`, in a buffer of exactly that size.
+/// `buf` followed by `more`, in a buffer of exactly that size.
 fn grown(buf: &[u8], more: &[u8]) -> Box<[u8]> {
-    let used = Example(buf).used();
-    let mut v = Vec::with_capacity(used + more.len());
-    v.extend_from_slice(&buf[..used]);
+    let mut v = Vec::with_capacity(buf.len() + more.len());
+    v.extend_from_slice(buf);
     v.extend_from_slice(more);
-    let len = v.len();
-    set_used(&mut v, len);
     v.into_boxed_slice()
 }
 
@@ -155,31 +136,22 @@ impl WaitingExamples {
                 (Slot::Main(hash), e.into_mut(), false)
             }
             Entry::Vacant(e) if id.len() <= u8::MAX as usize && !self.overflow.contains_key(id) => {
-                let buf = new_buffer(id.as_bytes(), self.typical);
-                (Slot::Main(hash), e.insert(buf), true)
+                (Slot::Main(hash), e.insert(new_buffer(id.as_bytes())), true)
             }
             _ => match self.overflow.entry(id.into()) {
                 Entry::Occupied(e) => (Slot::Overflow(id.into()), e.into_mut(), false),
-                Entry::Vacant(e) => {
-                    let buf = new_buffer(b"", self.typical);
-                    (Slot::Overflow(id.into()), e.insert(buf), true)
-                }
+                Entry::Vacant(e) => (Slot::Overflow(id.into()), e.insert(new_buffer(b"")), true),
             },
         };
         let before = if created { 0 } else { buf.len() };
         if let Some(t) = time {
             buf[..OUTCOMES].copy_from_slice(&t.to_le_bytes());
         }
-        // Buffers are boxed slices (a 24-byte slot instead of a vector's 32): an append
-        // writes aside, then copies into the room left, or regrows to the exact size.
+        // Buffers are boxed slices of their exact size (a 24-byte slot instead of a
+        // vector's 32, and no spare capacity): an append writes aside, then regrows.
         self.scratch.clear();
         write(&mut self.scratch);
-        let used = Example(buf).used();
-        let end = used + self.scratch.len();
-        if end <= buf.len() {
-            buf[used..end].copy_from_slice(&self.scratch);
-            set_used(buf, end);
-        } else {
+        if !self.scratch.is_empty() {
             *buf = grown(buf, &self.scratch);
         }
         self.buffer_bytes += buf.len() - before;
@@ -191,7 +163,7 @@ impl WaitingExamples {
         if let Some(slot) = self.locate(id) {
             let buf = self.buffer(&slot);
             let n = Example(buf).outcomes() + 1;
-            buf[OUTCOMES..USED].copy_from_slice(&n.to_le_bytes());
+            buf[OUTCOMES..ID_LEN].copy_from_slice(&n.to_le_bytes());
         }
     }
 
@@ -210,7 +182,6 @@ impl WaitingExamples {
             ),
         };
         self.buffer_bytes -= buf.len();
-        self.typical = Example(&buf).used();
         (id, buf)
     }
 }
@@ -236,23 +207,6 @@ mod tests {
         let (id, _) = w.remove(&slot);
         assert_eq!(id, "imp-1");
         assert!(w.is_empty() && w.get("imp-1").is_none());
-    }
-
-    #[test]
-    fn appends_fill_the_room_of_a_typical_buffer_then_regrow() {
-        let mut w = WaitingExamples::default();
-        let (slot, _) = w.append("a", Some(1), |b| b.extend_from_slice(&[7; 40]));
-        w.remove(&slot);
-        let (slot, _) = w.append("b", Some(2), |b| b.extend_from_slice(b"xy"));
-        let room = w.heap_bytes();
-        w.append("b", None, |b| b.push(b'z'));
-        assert_eq!(w.heap_bytes(), room, "the second segment fits the room");
-        assert_eq!(w.get("b").unwrap().segments(), b"xyz");
-        w.append("b", None, |b| b.extend_from_slice(&[1; 64]));
-        let e = w.get("b").unwrap();
-        assert_eq!((e.time(), e.id(), e.segments().len()), (2, "b", 67));
-        w.remove(&slot);
-        assert!(w.is_empty());
     }
 
     #[test]

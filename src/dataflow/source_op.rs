@@ -101,17 +101,17 @@ pub fn file_source<'scope>(
                 }
             }
             Metrics::add(&metrics.events, batch.len() as u64);
-            let batch_was_empty = batch.is_empty();
+            // Nothing read because every partition is too far ahead: wait, do not spin.
+            let waiting = blocked && batch.is_empty();
             if !batch.is_empty() {
                 output.session(&*held).give_iterator(batch.drain(..));
             }
             match live.iter().map(|p| p.clock.watermark()).min() {
                 Some(w) => {
                     held.downgrade(&w.max(held_time));
-                    if blocked && batch_was_empty {
-                        // Waiting for the dataflow to catch up: look again shortly instead of
-                        // spinning, which took the cores the operators (and RocksDB's
-                        // compactions) need to catch up.
+                    if waiting {
+                        // Spinning took the cores the operators (and RocksDB's compactions)
+                        // need to catch up.
                         activator.activate_after(BLOCKED_RETRY);
                     } else {
                         activator.activate();

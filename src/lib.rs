@@ -15,6 +15,7 @@ pub mod features;
 pub mod gen;
 pub mod label;
 pub mod metrics;
+pub mod prefetch;
 pub mod run;
 pub mod sinks;
 pub mod sources;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Agg, FeatureSpec};
 use crate::event::{stable_hash, Value};
+use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 
 /// Running state of one aggregate of one key (24 bytes inline; sets and windows boxed).
@@ -183,6 +184,29 @@ impl AggState {
             AggState::Last(NEVER, _) => None,
             AggState::Last(t, _) => Some(*t),
             _ => None,
+        }
+    }
+
+    /// Asks the CPU to fetch this state's heap part (set or window) into cache.
+    pub fn prefetch_heap(&self) {
+        match self {
+            AggState::Distinct(s) => prefetch(&**s, 1),
+            AggState::Window(w) => prefetch(&**w, lines(std::mem::size_of::<Window>())),
+            _ => {}
+        }
+    }
+
+    /// Asks the CPU to fetch the buffers behind this state's heap part (a window's oldest
+    /// and newest times).
+    pub fn prefetch_buffers(&self) {
+        if let AggState::Window(w) = self {
+            let (a, b) = w.times.as_slices();
+            if let Some(x) = a.first() {
+                prefetch(x, 1);
+            }
+            if let Some(x) = b.last().or(a.last()) {
+                prefetch(x, 1);
+            }
         }
     }
 

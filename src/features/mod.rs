@@ -2,4 +2,5 @@
 
 pub mod agg;
 pub mod derived;
+pub mod keyed;
 pub mod table_op;

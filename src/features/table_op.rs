@@ -1,6 +1,6 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::agg::{windowed_by_totals, AggState};
+use super::keyed::{Candidate, KeyedStates};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
@@ -161,7 +162,7 @@ impl Routes {
 /// State of every table on this worker: key -> one state per feature.
 pub struct Tables {
     pipeline: Arc<Pipeline>,
-    state: Vec<HashMap<CompactString, Box<[AggState]>>>,
+    state: Vec<KeyedStates>,
     versions: Option<Versions>,
 }
 
@@ -226,6 +227,10 @@ impl PendingRows {
 /// writes every remaining window expiry at once).
 const PENDING_LIMIT: usize = 500_000;
 
+/// How many runs ahead of its turn a key's index slot is fetched into cache (its row
+/// 3/4 as far ahead, its sets and windows half, their buffers a quarter).
+const AHEAD: usize = 16;
+
 /// Versions are written at most this often (processing time). Each write is one table
 /// file per table, so fewer writes make larger files and pack more of a key's versions
 /// into one entry; 1 s keeps versions inside the API's 2 s visibility budget (DESIGN.md).
@@ -266,7 +271,11 @@ fn next_expiry(specs: &[FeatureSpec], states: &[AggState]) -> Option<Time> {
 impl Tables {
     /// Empty tables; with a store, every change becomes a version in it.
     pub fn new(pipeline: Arc<Pipeline>, store: Option<Arc<TableStore>>) -> Self {
-        let state = pipeline.tables.iter().map(|_| HashMap::default()).collect();
+        let state = pipeline
+            .tables
+            .iter()
+            .map(|t| KeyedStates::new(t.features.len()))
+            .collect();
         let versions = store.map(|store| Versions {
             store,
             pending: pipeline
@@ -304,9 +313,12 @@ impl Tables {
             }
             for (t, (table, key)) in due.drain(..) {
                 let spec = &self.pipeline.tables[table as usize];
-                let Some(states) = self.state[table as usize].get_mut(&key) else {
+                let keyed = &mut self.state[table as usize];
+                let hash = stable_hash(key.as_bytes());
+                let Some(entry) = keyed.find(hash, &key, Candidate::NONE) else {
                     continue;
                 };
+                let states = keyed.row(entry);
                 v.pending[table as usize].push(key.clone(), t, spec, states);
                 match next_expiry(&spec.features, states) {
                     Some(next) => v.expiries.push(next, (table, key)),
@@ -338,15 +350,43 @@ impl Tables {
         let mut order: Vec<&TableRecord> = ready.iter().collect();
         order.sort_unstable_by(|a, b| a.order(b));
         let mut fragments = Vec::with_capacity(order.len());
-        for run in order.chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key)) {
+        let runs: Vec<&[&TableRecord]> = order
+            .chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
+            .collect();
+        let mut candidates = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            self.fetch_ahead(&runs, i, &mut candidates);
             self.expire_before(run[0].time);
-            self.process_run(run, &mut fragments, segment_size);
+            self.process_run(run, candidates[i], &mut fragments, segment_size);
         }
         self.expire_before(watermark);
         if let (Some(first), Some(last)) = (order.first(), order.last()) {
             self.observe_event_times(first.time, last.time);
         }
         fragments
+    }
+
+    /// Fetches the state of the runs after run `i` into cache ahead of their turn, one
+    /// level of indirection per stage (index slot, row, sets and windows, their buffers),
+    /// so the cache misses of many keys overlap instead of adding up.
+    fn fetch_ahead(&self, runs: &[&[&TableRecord]], i: usize, candidates: &mut Vec<Candidate>) {
+        let keyed = |run: &[&TableRecord]| &self.state[run[0].table as usize];
+        if let Some(run) = runs.get(i + AHEAD) {
+            keyed(run).prefetch_slot(run[0].key_hash);
+        }
+        let until = (i + AHEAD * 3 / 4 + 1).min(runs.len());
+        while candidates.len() < until {
+            let run = runs[candidates.len()];
+            let c = keyed(run).candidate(run[0].key_hash);
+            keyed(run).prefetch_entry(c);
+            candidates.push(c);
+        }
+        if let Some(run) = runs.get(i + AHEAD / 2) {
+            keyed(run).prefetch_heap(candidates[i + AHEAD / 2]);
+        }
+        if let Some(run) = runs.get(i + AHEAD / 4) {
+            keyed(run).prefetch_buffers(candidates[i + AHEAD / 4]);
+        }
     }
 
     /// Tells the store the range of event times applied.
@@ -380,25 +420,23 @@ impl Tables {
     fn process_run(
         &mut self,
         run: &[&TableRecord],
+        candidate: Candidate,
         fragments: &mut Vec<Fragment>,
         segment_size: &mut usize,
     ) {
         let first = &run[0];
         let (table, now) = (first.table as usize, first.time);
         let spec = &self.pipeline.tables[table];
-        let map = &mut self.state[table];
-        let states = if run.iter().any(|r| r.update) {
-            Some(map.entry(first.key.clone()).or_insert_with(|| {
-                spec.features
-                    .iter()
-                    .map(AggState::new)
-                    .collect::<Box<[_]>>()
-            }))
+        let keyed = &mut self.state[table];
+        let (hash, key) = (first.key_hash, &first.key);
+        let entry = if run.iter().any(|r| r.update) {
+            let init = |s: &mut Vec<AggState>| s.extend(spec.features.iter().map(AggState::new));
+            Some(keyed.find_or_insert(hash, key, candidate, init))
         } else {
-            map.get_mut(&first.key)
+            keyed.find(hash, key, candidate)
         };
         let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
-        let mut states = states.map(|s| &mut s[..]);
+        let mut states = entry.map(|e| keyed.row(e));
         for r in run.iter().filter(|r| r.lookup) {
             // An example's lookups in several tables on this worker are usually next to each
             // other (same time): one fragment carries all their segments, so the label join
@@ -455,7 +493,7 @@ impl Tables {
 
     /// Number of keys per table.
     pub fn sizes(&self) -> Vec<usize> {
-        self.state.iter().map(HashMap::len).collect()
+        self.state.iter().map(KeyedStates::len).collect()
     }
 }
 

@@ -4,6 +4,7 @@
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
 
+use super::buffers::Buffers;
 use crate::event::stable_hash;
 use crate::time::Time;
 
@@ -24,7 +25,7 @@ pub enum Slot {
 /// The waiting examples of one worker.
 #[derive(Default)]
 pub struct WaitingExamples {
-    main: HashMap<u64, Box<[u8]>>,
+    main: Buffers,
     overflow: HashMap<CompactString, Box<[u8]>>,
     /// Sum of buffer lengths.
     buffer_bytes: usize,
@@ -88,14 +89,14 @@ impl WaitingExamples {
 
     /// Bytes held: map slots at their capacity plus buffers.
     pub fn heap_bytes(&self) -> usize {
-        self.main.capacity() * (std::mem::size_of::<(u64, Box<[u8]>)>() + 1)
+        self.main.capacity() * std::mem::size_of::<(u64, Box<[u8]>)>()
             + self.overflow.capacity() * (std::mem::size_of::<(CompactString, Box<[u8]>)>() + 1)
             + self.buffer_bytes
     }
 
     fn locate(&self, id: &str) -> Option<Slot> {
         let hash = stable_hash(id.as_bytes());
-        match self.main.get(&hash) {
+        match self.main.get(hash) {
             Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Slot::Main(hash)),
             _ => self
                 .overflow
@@ -106,7 +107,7 @@ impl WaitingExamples {
 
     fn buffer(&mut self, slot: &Slot) -> &mut Box<[u8]> {
         match slot {
-            Slot::Main(h) => self.main.get_mut(h).expect("located"),
+            Slot::Main(h) => self.main.get_mut(*h).expect("located"),
             Slot::Overflow(id) => self.overflow.get_mut(id).expect("located"),
         }
     }
@@ -114,7 +115,7 @@ impl WaitingExamples {
     /// The example, if waiting.
     pub fn get(&self, id: &str) -> Option<Example<'_>> {
         let hash = stable_hash(id.as_bytes());
-        match self.main.get(&hash) {
+        match self.main.get(hash) {
             Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Example(buf)),
             _ => self.overflow.get(id).map(|b| Example(b)),
         }
@@ -131,12 +132,21 @@ impl WaitingExamples {
     ) -> (Slot, bool) {
         use std::collections::hash_map::Entry;
         let hash = stable_hash(id.as_bytes());
-        let (slot, buf, created) = match self.main.entry(hash) {
-            Entry::Occupied(e) if Example(e.get()).id_bytes() == id.as_bytes() => {
-                (Slot::Main(hash), e.into_mut(), false)
-            }
-            Entry::Vacant(e) if id.len() <= u8::MAX as usize && !self.overflow.contains_key(id) => {
-                (Slot::Main(hash), e.insert(new_buffer(id.as_bytes())), true)
+        let main = self
+            .main
+            .get(hash)
+            .map(|buf| Example(buf).id_bytes() == id.as_bytes());
+        let (slot, buf, created) = match main {
+            Some(true) => (
+                Slot::Main(hash),
+                self.main.get_mut(hash).expect("found"),
+                false,
+            ),
+            None if id.len() <= u8::MAX as usize
+                && (self.overflow.is_empty() || !self.overflow.contains_key(id)) =>
+            {
+                let buf = self.main.insert(hash, new_buffer(id.as_bytes()));
+                (Slot::Main(hash), buf, true)
             }
             _ => match self.overflow.entry(id.into()) {
                 Entry::Occupied(e) => (Slot::Overflow(id.into()), e.into_mut(), false),
@@ -158,6 +168,17 @@ impl WaitingExamples {
         (slot, created)
     }
 
+    /// Fetches the map slot of the example with id hash `hash` into cache.
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.main.prefetch_slot(hash);
+    }
+
+    /// Fetches the buffer of the example with id hash `hash` into cache (its slot should be
+    /// cached).
+    pub fn prefetch_buffer(&self, hash: u64) {
+        self.main.prefetch_buffer(hash);
+    }
+
     /// Counts one outcome for the example, if waiting.
     pub fn add_outcome(&mut self, id: &str) {
         if let Some(slot) = self.locate(id) {
@@ -171,7 +192,10 @@ impl WaitingExamples {
     pub fn remove(&mut self, slot: &Slot) -> (CompactString, Box<[u8]>) {
         let (id, buf) = match slot {
             Slot::Main(h) => {
-                let buf = self.main.remove(h).expect("a deadline per waiting example");
+                let buf = self
+                    .main
+                    .remove(*h)
+                    .expect("a deadline per waiting example");
                 (CompactString::from(Example(&buf).id()), buf)
             }
             Slot::Overflow(id) => (

@@ -1,5 +1,6 @@
 //! The delayed label join: holds each example `window` of event time, counts its outcomes.
 
+pub mod buffers;
 pub mod examples;
 pub mod pending;
 
@@ -77,6 +78,10 @@ pub struct Row {
     /// Event features then table features, in column order.
     pub features: Vec<Value>,
 }
+
+/// How many inputs ahead of its turn an example's map slot is fetched into cache (its
+/// buffer half as far ahead).
+const AHEAD: usize = 16;
 
 /// Per-worker state of the label join.
 struct LabelState {
@@ -177,6 +182,29 @@ impl LabelState {
         }
     }
 
+    /// Receives a batch of inputs, fetching each one's example into cache a few inputs ahead
+    /// (its map slot, then its buffer), so their cache misses overlap.
+    fn receive_all(&mut self, data: &mut Vec<LabelInput>) {
+        let hashes: Vec<u64> = data
+            .iter()
+            .map(|x| stable_hash(x.example_id().as_bytes()))
+            .collect();
+        for (i, x) in data.drain(..).enumerate() {
+            self.fetch_ahead(&hashes, i);
+            self.receive(x);
+        }
+    }
+
+    /// Fetches the slot of example `i + AHEAD` and the buffer of `i + AHEAD / 2`.
+    fn fetch_ahead(&self, hashes: &[u64], i: usize) {
+        if let Some(&h) = hashes.get(i + AHEAD) {
+            self.examples.prefetch_slot(h);
+        }
+        if let Some(&h) = hashes.get(i + AHEAD / 2) {
+            self.examples.prefetch_buffer(h);
+        }
+    }
+
     fn receive(&mut self, input: LabelInput) {
         match input {
             LabelInput::Example { id, time, features } => {
@@ -259,7 +287,15 @@ impl LabelState {
         slots.extend(due.into_iter().map(|(d, id)| (d, Slot::Overflow(id))));
         let lookback = self.pipeline.label.outcome_lookback;
         let finished = slots.len() as i64;
-        for (deadline, slot) in slots {
+        let hashes: Vec<u64> = slots
+            .iter()
+            .map(|(_, s)| match s {
+                Slot::Main(h) => *h,
+                Slot::Overflow(_) => 0,
+            })
+            .collect();
+        for (i, (deadline, slot)) in slots.into_iter().enumerate() {
+            self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
             let time = deadline - self.window();
             let hash = stable_hash(id.as_bytes());
@@ -353,9 +389,7 @@ pub fn label_join<'scope>(
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
-                for x in data.drain(..) {
-                    state.receive(x);
-                }
+                state.receive_all(data);
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             state.advance(watermark, &mut rows);

@@ -17,6 +17,7 @@ use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Event, Value};
 use crate::label::pending::{put_numbers_header, put_optional_number};
+use crate::prefetch::{lines, prefetch};
 use crate::tables::{row, TableStore};
 use crate::time::Time;
 
@@ -383,6 +384,13 @@ impl Tables {
         }
         if let Some(run) = runs.get(i + AHEAD / 2) {
             keyed(run).prefetch_heap(candidates[i + AHEAD / 2]);
+            // Update values were written by the worker that split the event.
+            for r in run.iter().filter(|r| !r.values.is_empty()) {
+                prefetch(
+                    r.values.as_ptr(),
+                    lines(std::mem::size_of_val(&r.values[..])),
+                );
+            }
         }
         if let Some(run) = runs.get(i + AHEAD / 4) {
             keyed(run).prefetch_buffers(candidates[i + AHEAD / 4]);

@@ -14,7 +14,11 @@ pub fn prefetch<T: ?Sized>(p: *const T, lines: usize) {
     let _ = (p, lines);
 }
 
-/// Cache lines covered by `bytes` bytes from a line boundary (an upper bound for any start).
+/// Cache lines that `bytes` bytes may span from any start (none for none).
 pub const fn lines(bytes: usize) -> usize {
-    bytes.div_ceil(64) + 1
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 62) / 64 + 1
+    }
 }

@@ -466,8 +466,9 @@ impl Tables {
                     put_optional_number(segment, value);
                 }
             }
-            // The largest fragment so far: new ones rarely reallocate.
-            *segment_size = (*segment_size).max(segment.len());
+            // The largest capacity a fragment needed so far (segment headers reserve room
+            // for their longest numbers): new fragments rarely reallocate.
+            *segment_size = (*segment_size).max(segment.capacity());
         }
         let Some(states) = states else { return };
         if !run.iter().any(|r| r.update) {

@@ -106,6 +106,16 @@ struct LabelState {
     dictionary: Dictionary,
     /// Feature columns of a row.
     columns: usize,
+    /// Buffers reused by every row's [`LabelState::finish`].
+    scratch: Scratch,
+}
+
+/// Buffers reused by every row's emission: segment starts, decoded and completed values.
+#[derive(Default)]
+struct Scratch {
+    starts: Vec<usize>,
+    stored: Vec<Value>,
+    full: Vec<Option<f64>>,
 }
 
 impl LabelState {
@@ -124,6 +134,7 @@ impl LabelState {
             forget: TimeQueue::default(),
             dictionary: Dictionary::default(),
             columns,
+            scratch: Scratch::default(),
         }
     }
 
@@ -294,15 +305,17 @@ impl LabelState {
                 Slot::Overflow(_) => 0,
             })
             .collect();
+        let mut scratch = std::mem::take(&mut self.scratch);
         for (i, (deadline, slot)) in slots.into_iter().enumerate() {
             self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
             let time = deadline - self.window();
             let hash = stable_hash(id.as_bytes());
-            rows.push(self.finish(id, time, Example(&buf)));
+            rows.push(self.finish(id, time, Example(&buf), &mut scratch));
             self.finished.insert(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
         }
+        self.scratch = scratch;
         if finished > 0 {
             self.pending_changed(-finished);
         }
@@ -313,12 +326,24 @@ impl LabelState {
         }
     }
 
-    fn finish(&self, example_id: CompactString, time: Time, example: Example<'_>) -> Row {
+    fn finish(
+        &self,
+        example_id: CompactString,
+        time: Time,
+        example: Example<'_>,
+        scratch: &mut Scratch,
+    ) -> Row {
         let data = example.segments();
         let outcomes = example.outcomes();
         let tables = &self.pipeline.tables;
         // Segments arrive in any order: find each one's start, then decode in column order.
-        let mut starts = vec![usize::MAX; tables.len() + 1];
+        let Scratch {
+            starts,
+            stored,
+            full,
+        } = scratch;
+        starts.clear();
+        starts.resize(tables.len() + 1, usize::MAX);
         let mut pos = 0;
         while pos < data.len() {
             let tag = data[pos];
@@ -333,26 +358,24 @@ impl LabelState {
         if starts[tables.len()] != usize::MAX {
             decode_segment(data, starts[tables.len()], &self.dictionary, &mut features);
         }
-        // Buffers shared by the tables' segments.
-        let (mut stored, mut full) = (Vec::new(), Vec::with_capacity(self.columns));
-        for (t, &start) in tables.iter().zip(&starts) {
+        for (t, &start) in tables.iter().zip(starts.iter()) {
             if start == usize::MAX {
                 tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
                 features.extend(t.features.iter().map(|_| Value::Missing));
                 continue;
             }
             stored.clear();
-            decode_segment(data, start, &self.dictionary, &mut stored);
-            let mut stored = stored.iter();
+            decode_segment(data, start, &self.dictionary, stored);
+            let mut values = stored.iter();
             full.clear();
             full.extend(t.features.iter().map(|f| {
                 if f.ratio.is_some() {
                     None
                 } else {
-                    stored.next().and_then(Value::as_num)
+                    values.next().and_then(Value::as_num)
                 }
             }));
-            fill_ratios(&t.features, &mut full);
+            fill_ratios(&t.features, full);
             features.extend(full.iter().map(|x| x.map_or(Value::Missing, Value::Num)));
         }
         let label = match self.pipeline.label.kind {

@@ -13,6 +13,7 @@ pub mod dataflow;
 pub mod event;
 pub mod features;
 pub mod gen;
+pub mod hash_slots;
 pub mod label;
 pub mod metrics;
 pub mod prefetch;

@@ -13,6 +13,7 @@ use timely::dataflow::StreamVec;
 
 use crate::config::Pipeline;
 use crate::event::{stable_hash, Event};
+use crate::hash_slots::HashSlots;
 use crate::metrics::Metrics;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
@@ -20,6 +21,55 @@ use crate::time::Time;
 /// Routing hash of an event id within its stream.
 pub fn id_route(stream: u16, id: &str) -> u64 {
     stable_hash(id.as_bytes()) ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// How many events ahead of its turn an id's slot is fetched into cache.
+const AHEAD: usize = 16;
+
+/// The (stream, id)s seen, with the time of their first event: by route hash, and the rare
+/// id whose hash another id already holds by value.
+#[derive(Default)]
+struct Seen {
+    ids: HashSlots<(u16, CompactString, Time)>,
+    collided: HashMap<(u16, CompactString), Time>,
+}
+
+impl Seen {
+    /// The first time of an event's (stream, id) if seen before; else remembers it.
+    fn first_time(&mut self, hash: u64, ev: &Event) -> Option<Time> {
+        match self.ids.get(hash) {
+            // A collided id outlives the id that held its hash when that one is forgotten.
+            None if !self.collided.is_empty() && self.collided_time(ev).is_some() => {
+                self.collided_time(ev)
+            }
+            None => {
+                self.ids.insert(hash, (ev.stream, ev.id.clone(), ev.time));
+                None
+            }
+            Some((s, id, t)) if *s == ev.stream && *id == ev.id => Some(*t),
+            Some(_) => match self.collided.entry((ev.stream, ev.id.clone())) {
+                std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(ev.time);
+                    None
+                }
+            },
+        }
+    }
+
+    fn collided_time(&self, ev: &Event) -> Option<Time> {
+        self.collided.get(&(ev.stream, ev.id.clone())).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len() + self.collided.len()
+    }
+
+    /// Forgets ids first seen before `watermark`.
+    fn forget_before(&mut self, watermark: Time) {
+        self.ids.retain(|(_, _, t)| *t >= watermark);
+        self.collided.retain(|_, t| *t >= watermark);
+    }
 }
 
 /// Passes each (stream, id) once; later copies go to the duplicates side file.
@@ -34,14 +84,21 @@ pub fn dedup<'scope>(
 ) -> StreamVec<'scope, Time, Event> {
     let pact = Exchange::new(|e: &Event| id_route(e.stream, &e.id));
     events.unary_frontier(pact, "Dedup", move |_cap, _info| {
-        let mut seen: HashMap<(u16, CompactString), Time> = HashMap::default();
+        let mut seen = Seen::default();
         let mut last_sweep = 0usize;
+        let mut hashes = Vec::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let mut session = output.session(&cap);
-                for ev in data.drain(..) {
-                    match seen.entry((ev.stream, ev.id.clone())) {
-                        std::collections::hash_map::Entry::Occupied(first) => {
+                hashes.clear();
+                hashes.extend(data.iter().map(|e| id_route(e.stream, &e.id)));
+                for (i, ev) in data.drain(..).enumerate() {
+                    // The slot of the id a few events ahead, so their cache misses overlap.
+                    if let Some(&h) = hashes.get(i + AHEAD) {
+                        seen.ids.prefetch_slot(h);
+                    }
+                    match seen.first_time(hashes[i], &ev) {
+                        Some(first) => {
                             Metrics::add(&metrics.duplicates, 1);
                             let stream = &pipeline.streams[ev.stream as usize];
                             let fields: serde_json::Map<_, _> =
@@ -49,22 +106,50 @@ pub fn dedup<'scope>(
                             side.borrow_mut().write(
                                 Side::Duplicate,
                                 json!({"reason": "duplicate", "stream": stream.name, "id": ev.id.as_str(),
-                                    "time": ev.time, "first_time": first.get(), "fields": fields}),
+                                    "time": ev.time, "first_time": first, "fields": fields}),
                             );
                         }
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(ev.time);
-                            session.give(ev);
-                        }
+                        None => session.give(ev),
                     }
                 }
             });
             // Forget ids the watermark has passed; sweep when the set doubled, to stay amortized.
             if seen.len() > 2 * last_sweep.max(1024) {
                 let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                seen.retain(|_, t| *t >= watermark);
+                seen.forget_before(watermark);
                 last_sweep = seen.len();
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, time: Time) -> Event {
+        Event {
+            stream: 0,
+            id: id.into(),
+            time,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ids_sharing_a_hash_are_each_passed_once() {
+        let mut seen = Seen::default();
+        let (a, b) = (event("a", 1), event("b", 2));
+        assert_eq!(seen.first_time(7, &a), None);
+        assert_eq!(
+            seen.first_time(7, &b),
+            None,
+            "b is new although a holds its hash"
+        );
+        assert_eq!(seen.first_time(7, &event("b", 3)), Some(2));
+        assert_eq!(seen.first_time(7, &event("a", 4)), Some(1));
+        seen.forget_before(2);
+        assert_eq!(seen.first_time(7, &event("b", 5)), Some(2), "b outlives a");
+        assert_eq!(seen.first_time(7, &event("a", 6)), None, "a was forgotten");
+    }
 }

@@ -4,8 +4,9 @@
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::buffers::Buffers;
 use crate::event::stable_hash;
+use crate::hash_slots::HashSlots;
+use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 
 const OUTCOMES: usize = 8;
@@ -25,7 +26,7 @@ pub enum Slot {
 /// The waiting examples of one worker.
 #[derive(Default)]
 pub struct WaitingExamples {
-    main: Buffers,
+    main: HashSlots<Box<[u8]>>,
     overflow: HashMap<CompactString, Box<[u8]>>,
     /// Sum of buffer lengths.
     buffer_bytes: usize,
@@ -176,7 +177,9 @@ impl WaitingExamples {
     /// Fetches the buffer of the example with id hash `hash` into cache (its slot should be
     /// cached).
     pub fn prefetch_buffer(&self, hash: u64) {
-        self.main.prefetch_buffer(hash);
+        if let Some(buf) = self.main.at_home(hash) {
+            prefetch(buf.as_ptr(), lines(buf.len()));
+        }
     }
 
     /// Counts one outcome for the example, if waiting.

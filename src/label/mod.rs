@@ -1,6 +1,5 @@
 //! The delayed label join: holds each example `window` of event time, counts its outcomes.
 
-pub mod buffers;
 pub mod examples;
 pub mod pending;
 

@@ -1,26 +1,35 @@
-//! A map from 64-bit id hashes to byte buffers, whose slots can be fetched into cache from a
-//! hash alone (open addressing, linear probing, removal by backward shift).
+//! A map from 64-bit hashes to values whose slots can be fetched into cache from the hash
+//! alone (open addressing, linear probing, removal by backward shift). One value per hash:
+//! callers keep what collides (rare with 64-bit hashes) elsewhere.
 
-use crate::prefetch::{lines, prefetch};
+use crate::prefetch::prefetch;
 
-/// Hash -> boxed byte buffer.
-#[derive(Default)]
-pub struct Buffers {
+/// Hash -> value.
+pub struct HashSlots<V> {
     /// A power of two long (or empty); `None` = free.
-    slots: Vec<(u64, Option<Box<[u8]>>)>,
+    slots: Vec<(u64, Option<V>)>,
     len: usize,
+}
+
+impl<V> Default for HashSlots<V> {
+    fn default() -> Self {
+        HashSlots {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 /// The index grows past this load (numerator over 8).
 const MAX_LOAD_EIGHTHS: usize = 7;
 
-impl Buffers {
-    /// Number of buffers.
+impl<V> HashSlots<V> {
+    /// Number of values.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether no buffer is held.
+    /// Whether no value is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -49,17 +58,17 @@ impl Buffers {
         }
     }
 
-    /// The buffer of `hash`.
-    pub fn get(&self, hash: u64) -> Option<&[u8]> {
+    /// The value of `hash`.
+    pub fn get(&self, hash: u64) -> Option<&V> {
         if self.is_empty() {
             return None;
         }
         let i = self.position(hash).ok()?;
-        self.slots[i].1.as_deref()
+        self.slots[i].1.as_ref()
     }
 
-    /// The buffer of `hash`, to change or replace.
-    pub fn get_mut(&mut self, hash: u64) -> Option<&mut Box<[u8]>> {
+    /// The value of `hash`, to change or replace.
+    pub fn get_mut(&mut self, hash: u64) -> Option<&mut V> {
         if self.is_empty() {
             return None;
         }
@@ -67,19 +76,19 @@ impl Buffers {
         self.slots[i].1.as_mut()
     }
 
-    /// Adds the buffer of a `hash` that has none.
-    pub fn insert(&mut self, hash: u64, buf: Box<[u8]>) -> &mut Box<[u8]> {
+    /// Adds the value of a `hash` that has none.
+    pub fn insert(&mut self, hash: u64, value: V) -> &mut V {
         if (self.len + 1) * 8 > self.slots.len() * MAX_LOAD_EIGHTHS {
             self.grow();
         }
         let i = self.position(hash).expect_err("inserted once");
         self.len += 1;
-        self.slots[i] = (hash, Some(buf));
+        self.slots[i] = (hash, Some(value));
         self.slots[i].1.as_mut().expect("just set")
     }
 
-    /// Takes the buffer of `hash` out.
-    pub fn remove(&mut self, hash: u64) -> Option<Box<[u8]>> {
+    /// Takes the value of `hash` out.
+    pub fn remove(&mut self, hash: u64) -> Option<V> {
         if self.is_empty() {
             return None;
         }
@@ -115,22 +124,41 @@ impl Buffers {
         }
     }
 
-    /// Fetches the buffer of `hash`, if its home slot (which should be cached) holds it.
-    pub fn prefetch_buffer(&self, hash: u64) {
-        if let Some((h, Some(buf))) = self.slots.get(self.home(hash)) {
-            if *h == hash {
-                prefetch(buf.as_ptr(), lines(buf.len()));
-            }
+    /// The value of `hash` if its home slot holds it: no probing, so it reads only the
+    /// line [`prefetch_slot`](Self::prefetch_slot) fetched.
+    pub fn at_home(&self, hash: u64) -> Option<&V> {
+        match self.slots.get(self.home(hash)) {
+            Some((h, Some(v))) if *h == hash => Some(v),
+            _ => None,
         }
     }
 
+    /// Keeps only the values `keep` accepts; the slots shrink to fit them.
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        for slot in &mut self.slots {
+            if slot.1.as_ref().is_some_and(|v| !keep(v)) {
+                slot.1 = None;
+                self.len -= 1;
+            }
+        }
+        let mut size = 16;
+        while (self.len + 1) * 8 > size * MAX_LOAD_EIGHTHS {
+            size *= 2;
+        }
+        self.resize(size);
+    }
+
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(16);
+        self.resize((self.slots.len() * 2).max(16));
+    }
+
+    /// Places every value again in `size` fresh slots.
+    fn resize(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, (0..size).map(|_| (0, None)).collect());
-        for (hash, buf) in old {
-            if buf.is_some() {
-                let i = self.position(hash).expect_err("distinct hashes");
-                self.slots[i] = (hash, buf);
+        for (hash, value) in old {
+            if value.is_some() {
+                let i = self.position(hash).expect_err("one value per hash");
+                self.slots[i] = (hash, value);
             }
         }
     }
@@ -146,13 +174,16 @@ mod tests {
         /// Any sequence of inserts and removals (hashes crowded into few home slots, so
         /// runs wrap and shift) leaves the same contents as a std map.
         #[test]
-        fn behaves_like_a_map(ops in proptest::collection::vec((any::<bool>(), 0u64..64), 0..400)) {
-            let mut b = Buffers::default();
+        fn behaves_like_a_map(ops in proptest::collection::vec((0u8..3, 0u64..64), 0..400)) {
+            let mut b: HashSlots<Box<[u8]>> = HashSlots::default();
             let mut reference: HashMap<u64, Box<[u8]>> = HashMap::new();
-            for (insert, k) in ops {
+            for (op, k) in ops {
                 // Few distinct high bits: many hashes share a home slot.
                 let hash = (k % 8) << 61 | k;
-                if insert && !reference.contains_key(&hash) {
+                if op == 2 {
+                    b.retain(|buf| buf[0] % 3 != k as u8 % 3);
+                    reference.retain(|_, buf| buf[0] % 3 != k as u8 % 3);
+                } else if op == 1 && !reference.contains_key(&hash) {
                     let buf: Box<[u8]> = k.to_le_bytes().into();
                     b.insert(hash, buf.clone());
                     reference.insert(hash, buf);
@@ -161,7 +192,7 @@ mod tests {
                 }
                 prop_assert_eq!(b.len(), reference.len());
                 for (h, buf) in &reference {
-                    prop_assert_eq!(b.get(*h), Some(&buf[..]));
+                    prop_assert_eq!(b.get(*h), Some(buf));
                 }
             }
         }

@@ -85,34 +85,34 @@ impl KeyedStates {
         }
     }
 
+    /// The states of a candidate (none for no candidate).
+    fn candidate_row(&self, c: Candidate) -> &[AggState] {
+        let e = c.0.map_or(0, |e| e as usize);
+        let n = if c.0.is_some() { self.stride } else { 0 };
+        &self.states[e * self.stride..e * self.stride + n]
+    }
+
     /// Fetches a candidate's key and states.
     pub fn prefetch_entry(&self, c: Candidate) {
         if let Some(e) = c.0 {
-            let e = e as usize;
-            prefetch(&self.keys[e], 1);
-            let row = &self.states[e * self.stride..(e + 1) * self.stride];
-            prefetch(row.as_ptr(), lines(std::mem::size_of_val(row)));
+            prefetch(&self.keys[e as usize], 1);
         }
+        let row = self.candidate_row(c);
+        prefetch(row.as_ptr(), lines(std::mem::size_of_val(row)));
     }
 
     /// Fetches the sets and windows of a candidate's states (its row should be cached).
     pub fn prefetch_heap(&self, c: Candidate) {
-        if let Some(e) = c.0 {
-            let e = e as usize;
-            self.states[e * self.stride..(e + 1) * self.stride]
-                .iter()
-                .for_each(AggState::prefetch_heap);
-        }
+        self.candidate_row(c)
+            .iter()
+            .for_each(AggState::prefetch_heap);
     }
 
     /// Fetches the buffers behind a candidate's windows (its windows should be cached).
     pub fn prefetch_buffers(&self, c: Candidate) {
-        if let Some(e) = c.0 {
-            let e = e as usize;
-            self.states[e * self.stride..(e + 1) * self.stride]
-                .iter()
-                .for_each(AggState::prefetch_buffers);
-        }
+        self.candidate_row(c)
+            .iter()
+            .for_each(AggState::prefetch_buffers);
     }
 
     /// The entry of `key`, checking a candidate first; `None` if absent.

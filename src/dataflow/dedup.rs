@@ -38,13 +38,13 @@ impl Seen {
     /// The first time of an event's (stream, id) if seen before; else remembers it.
     fn first_time(&mut self, hash: u64, ev: &Event) -> Option<Time> {
         match self.ids.get(hash) {
-            // A collided id outlives the id that held its hash when that one is forgotten.
-            None if !self.collided.is_empty() && self.collided_time(ev).is_some() => {
-                self.collided_time(ev)
-            }
             None => {
-                self.ids.insert(hash, (ev.stream, ev.id.clone(), ev.time));
-                None
+                // A collided id outlives the id that held its hash when that one is forgotten.
+                let first = self.collided_time(ev);
+                if first.is_none() {
+                    self.ids.insert(hash, (ev.stream, ev.id.clone(), ev.time));
+                }
+                first
             }
             Some((s, id, t)) if *s == ev.stream && *id == ev.id => Some(*t),
             Some(_) => match self.collided.entry((ev.stream, ev.id.clone())) {
@@ -58,6 +58,9 @@ impl Seen {
     }
 
     fn collided_time(&self, ev: &Event) -> Option<Time> {
+        if self.collided.is_empty() {
+            return None;
+        }
         self.collided.get(&(ev.stream, ev.id.clone())).copied()
     }
 

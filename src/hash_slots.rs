@@ -4,6 +4,14 @@
 
 use crate::prefetch::prefetch;
 
+/// Where `hash` starts probing in a power-of-two table of `len` slots: Fibonacci hashing,
+/// so the high bits decide (the low bits of a routing hash picked the worker, so they are
+/// the same for every hash a worker holds).
+pub fn home_slot(hash: u64, len: usize) -> usize {
+    let bits = len.trailing_zeros();
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
 /// Hash -> value.
 pub struct HashSlots<V> {
     /// A power of two long (or empty); `None` = free.
@@ -39,10 +47,8 @@ impl<V> HashSlots<V> {
         self.slots.len()
     }
 
-    /// Home slot of a hash: Fibonacci hashing of the high bits (the low bits picked the worker).
     fn home(&self, hash: u64) -> usize {
-        let bits = self.slots.len().trailing_zeros();
-        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+        home_slot(hash, self.slots.len())
     }
 
     /// The slot holding `hash` (`Ok`), or the free slot ending its probe sequence (`Err`).

@@ -8,6 +8,7 @@
 use compact_str::CompactString;
 
 use super::agg::AggState;
+use crate::hash_slots::home_slot;
 use crate::prefetch::{lines, prefetch};
 
 /// Key -> row of `stride` states.
@@ -59,11 +60,8 @@ impl KeyedStates {
         self.keys.is_empty()
     }
 
-    /// Home slot of a hash. Fibonacci hashing of the high bits: the low bits of a key hash
-    /// also pick its worker, so they are the same for every key of this table here.
     fn home(&self, hash: u64) -> usize {
-        let bits = self.index.len().trailing_zeros();
-        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+        home_slot(hash, self.index.len())
     }
 
     /// Fetches the index slots where `hash` starts probing.

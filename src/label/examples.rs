@@ -13,6 +13,26 @@ const OUTCOMES: usize = 8;
 const ID_LEN: usize = 12;
 const ID: usize = 13;
 
+/// An example id with its [`stable_hash`], computed once per input however often the
+/// map is probed for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Id<'a> {
+    /// The id.
+    pub text: &'a str,
+    /// Its hash (the label join's exchange hash too).
+    pub hash: u64,
+}
+
+impl<'a> Id<'a> {
+    /// The id and its hash.
+    pub fn new(text: &'a str) -> Self {
+        Id {
+            text,
+            hash: stable_hash(text.as_bytes()),
+        }
+    }
+}
+
 /// Where an example's buffer lives. Almost always `Main`; an id whose hash equals another
 /// waiting id's (or longer than 255 bytes) is kept by id instead.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,14 +115,13 @@ impl WaitingExamples {
             + self.buffer_bytes
     }
 
-    fn locate(&self, id: &str) -> Option<Slot> {
-        let hash = stable_hash(id.as_bytes());
-        match self.main.get(hash) {
-            Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Slot::Main(hash)),
+    fn locate(&self, id: Id) -> Option<Slot> {
+        match self.main.get(id.hash) {
+            Some(buf) if Example(buf).id_bytes() == id.text.as_bytes() => Some(Slot::Main(id.hash)),
             _ => self
                 .overflow
-                .contains_key(id)
-                .then(|| Slot::Overflow(id.into())),
+                .contains_key(id.text)
+                .then(|| Slot::Overflow(id.text.into())),
         }
     }
 
@@ -114,11 +133,10 @@ impl WaitingExamples {
     }
 
     /// The example, if waiting.
-    pub fn get(&self, id: &str) -> Option<Example<'_>> {
-        let hash = stable_hash(id.as_bytes());
-        match self.main.get(hash) {
-            Some(buf) if Example(buf).id_bytes() == id.as_bytes() => Some(Example(buf)),
-            _ => self.overflow.get(id).map(|b| Example(b)),
+    pub fn get(&self, id: Id) -> Option<Example<'_>> {
+        match self.main.get(id.hash) {
+            Some(buf) if Example(buf).id_bytes() == id.text.as_bytes() => Some(Example(buf)),
+            _ => self.overflow.get(id.text).map(|b| Example(b)),
         }
     }
 
@@ -127,31 +145,31 @@ impl WaitingExamples {
     /// common case.
     pub fn append(
         &mut self,
-        id: &str,
+        id: Id,
         time: Option<Time>,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> (Slot, bool) {
         use std::collections::hash_map::Entry;
-        let hash = stable_hash(id.as_bytes());
+        let (hash, text) = (id.hash, id.text);
         let main = self
             .main
             .get(hash)
-            .map(|buf| Example(buf).id_bytes() == id.as_bytes());
+            .map(|buf| Example(buf).id_bytes() == text.as_bytes());
         let (slot, buf, created) = match main {
             Some(true) => (
                 Slot::Main(hash),
                 self.main.get_mut(hash).expect("found"),
                 false,
             ),
-            None if id.len() <= u8::MAX as usize
-                && (self.overflow.is_empty() || !self.overflow.contains_key(id)) =>
+            None if text.len() <= u8::MAX as usize
+                && (self.overflow.is_empty() || !self.overflow.contains_key(text)) =>
             {
-                let buf = self.main.insert(hash, new_buffer(id.as_bytes()));
+                let buf = self.main.insert(hash, new_buffer(text.as_bytes()));
                 (Slot::Main(hash), buf, true)
             }
-            _ => match self.overflow.entry(id.into()) {
-                Entry::Occupied(e) => (Slot::Overflow(id.into()), e.into_mut(), false),
-                Entry::Vacant(e) => (Slot::Overflow(id.into()), e.insert(new_buffer(b"")), true),
+            _ => match self.overflow.entry(text.into()) {
+                Entry::Occupied(e) => (Slot::Overflow(text.into()), e.into_mut(), false),
+                Entry::Vacant(e) => (Slot::Overflow(text.into()), e.insert(new_buffer(b"")), true),
             },
         };
         let before = if created { 0 } else { buf.len() };
@@ -183,7 +201,7 @@ impl WaitingExamples {
     }
 
     /// Counts one outcome for the example, if waiting.
-    pub fn add_outcome(&mut self, id: &str) {
+    pub fn add_outcome(&mut self, id: Id) {
         if let Some(slot) = self.locate(id) {
             let buf = self.buffer(&slot);
             let n = Example(buf).outcomes() + 1;
@@ -220,30 +238,30 @@ mod tests {
     #[test]
     fn entries_keep_time_outcomes_id_and_bytes() {
         let mut w = WaitingExamples::default();
-        let (slot, created) = w.append("imp-1", Some(42), |b| b.extend_from_slice(b"abc"));
+        let (slot, created) = w.append(Id::new("imp-1"), Some(42), |b| b.extend_from_slice(b"abc"));
         assert!(created);
-        w.add_outcome("imp-1");
-        w.add_outcome("imp-1");
-        let (again, created) = w.append("imp-1", None, |b| b.push(b'd'));
+        w.add_outcome(Id::new("imp-1"));
+        w.add_outcome(Id::new("imp-1"));
+        let (again, created) = w.append(Id::new("imp-1"), None, |b| b.push(b'd'));
         assert!(!created && again == slot);
-        let e = w.get("imp-1").unwrap();
+        let e = w.get(Id::new("imp-1")).unwrap();
         assert_eq!(
             (e.time(), e.outcomes(), e.id(), e.segments()),
             (42, 2, "imp-1", &b"abcd"[..])
         );
         let (id, _) = w.remove(&slot);
         assert_eq!(id, "imp-1");
-        assert!(w.is_empty() && w.get("imp-1").is_none());
+        assert!(w.is_empty() && w.get(Id::new("imp-1")).is_none());
     }
 
     #[test]
     fn long_ids_live_in_the_overflow_map() {
         let mut w = WaitingExamples::default();
         let long = "x".repeat(300);
-        let (slot, _) = w.append(&long, None, |_| {});
+        let (slot, _) = w.append(Id::new(&long), None, |_| {});
         assert_eq!(slot, Slot::Overflow(long.as_str().into()));
         assert_eq!(
-            w.get(&long).unwrap().id(),
+            w.get(Id::new(&long)).unwrap().id(),
             "",
             "overflow entries are keyed by id, not by bytes"
         );

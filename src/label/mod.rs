@@ -25,7 +25,7 @@ use crate::features::table_op::Fragment;
 use crate::metrics::Metrics;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
-use examples::{Example, Slot, WaitingExamples};
+use examples::{Example, Id, Slot, WaitingExamples};
 use pending::{decode_segment, put_segment, skip_segment, Dictionary, EVENT_SEGMENT};
 
 /// What the label join receives, keyed by example id.
@@ -178,13 +178,13 @@ impl LabelState {
     }
 
     /// Counts an outcome for an example whose time is known, or records it as outside.
-    fn count(&mut self, example_id: &str, example_time: Time, outcome_id: &str, t: Time) {
+    fn count(&mut self, example_id: Id, example_time: Time, outcome_id: &str, t: Time) {
         if example_time <= t && t <= example_time + self.window() {
             self.examples.add_outcome(example_id);
         } else {
             self.unmatched(
                 "outside_window",
-                example_id,
+                example_id.text,
                 outcome_id,
                 t,
                 Some(example_time),
@@ -201,7 +201,7 @@ impl LabelState {
             .collect();
         for (i, x) in data.drain(..).enumerate() {
             self.fetch_ahead(&hashes, i);
-            self.receive(x);
+            self.receive(x, hashes[i]);
         }
     }
 
@@ -215,11 +215,13 @@ impl LabelState {
         }
     }
 
-    fn receive(&mut self, input: LabelInput) {
+    /// Receives one input; `hash` is the [`stable_hash`] of its example id.
+    fn receive(&mut self, input: LabelInput, hash: u64) {
         match input {
             LabelInput::Example { id, time, features } => {
                 let dict = &mut self.dictionary;
-                let (slot, created) = self.examples.append(&id, Some(time), |out| {
+                let key = Id { text: &id, hash };
+                let (slot, created) = self.examples.append(key, Some(time), |out| {
                     put_segment(out, dict, EVENT_SEGMENT, features.iter())
                 });
                 match slot {
@@ -230,7 +232,7 @@ impl LabelState {
                     self.pending_changed(1);
                 }
                 for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
-                    self.count(&id, time, &oid, t);
+                    self.count(key, time, &oid, t);
                 }
             }
             LabelInput::Outcome {
@@ -238,11 +240,15 @@ impl LabelState {
                 id,
                 time,
             } => {
-                match self.examples.get(&example_id).map(|e| e.time()) {
-                    Some(t_i) if t_i != Time::MAX => self.count(&example_id, t_i, &id, time),
+                let key = Id {
+                    text: &example_id,
+                    hash,
+                };
+                match self.examples.get(key).map(|e| e.time()) {
+                    Some(t_i) if t_i != Time::MAX => self.count(key, t_i, &id, time),
                     // Remembered finished examples explain outcomes up to `outcome_lookback`
                     // after the window; the bound keeps this independent of when ids are forgotten.
-                    _ => match self.finished.get(&stable_hash(example_id.as_bytes())) {
+                    _ => match self.finished.get(&hash) {
                         Some(&t_i)
                             if time
                                 <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
@@ -260,9 +266,13 @@ impl LabelState {
                 }
             }
             LabelInput::Fragment(f) => {
+                let key = Id {
+                    text: &f.example_id,
+                    hash,
+                };
                 let (_, created) = self
                     .examples
-                    .append(&f.example_id, None, |out| out.extend_from_slice(&f.segment));
+                    .append(key, None, |out| out.extend_from_slice(&f.segment));
                 if created {
                     self.pending_changed(1);
                 }
@@ -301,15 +311,14 @@ impl LabelState {
             .iter()
             .map(|(_, s)| match s {
                 Slot::Main(h) => *h,
-                Slot::Overflow(_) => 0,
+                Slot::Overflow(id) => stable_hash(id.as_bytes()),
             })
             .collect();
         let mut scratch = std::mem::take(&mut self.scratch);
         for (i, (deadline, slot)) in slots.into_iter().enumerate() {
             self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
-            let time = deadline - self.window();
-            let hash = stable_hash(id.as_bytes());
+            let (time, hash) = (deadline - self.window(), hashes[i]);
             rows.push(self.finish(id, time, Example(&buf), &mut scratch));
             self.finished.insert(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);

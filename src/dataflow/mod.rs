@@ -76,7 +76,7 @@ pub fn build(
     // Features: each event goes to the tables keyed by it; examples and outcomes also go
     // to the label join.
     let (records, examples_and_outcomes) = split_events(events, pipeline.clone());
-    let fragments = table_operator(records, pipeline.clone(), store).map(LabelInput::Fragment);
+    let fragments = table_operator(records, pipeline.clone(), store).map(LabelInput::Fragments);
     let rows = label_join(
         examples_and_outcomes.concat(fragments),
         pipeline.clone(),

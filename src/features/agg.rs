@@ -95,20 +95,24 @@ impl AggState {
         }
     }
 
-    /// Applies one event of the aggregated stream at `time` (`value` = its aggregated field).
-    pub fn apply(&mut self, spec: &FeatureSpec, time: Time, value: &Value) {
-        let x = match spec.agg {
-            Agg::Count | Agg::TimeSinceLast => 1.0,
+    /// What `spec` aggregates of one event whose aggregated field is `value`: 1 for counts
+    /// and times since the last event, the field's number, or for distinct counts the
+    /// hash of the value (as `f64` bits). `None`: the event is skipped (missing value).
+    pub fn input(spec: &FeatureSpec, value: &Value) -> Option<f64> {
+        match spec.agg {
+            Agg::Count | Agg::TimeSinceLast => Some(1.0),
             Agg::DistinctCount => match value {
-                Value::Missing => return,
-                Value::Str(s) => f64::from_bits(stable_hash(s.as_bytes())),
-                Value::Num(n) => f64::from_bits(stable_hash(&n.to_le_bytes())),
+                Value::Missing => None,
+                Value::Str(s) => Some(f64::from_bits(stable_hash(s.as_bytes()))),
+                Value::Num(n) => Some(f64::from_bits(stable_hash(&n.to_le_bytes()))),
             },
-            _ => match value.as_num() {
-                Some(x) => x,
-                None => return, // missing values are skipped by numeric aggregates
-            },
-        };
+            // Missing values are skipped by numeric aggregates.
+            _ => value.as_num(),
+        }
+    }
+
+    /// Applies one event of the aggregated stream at `time`; `x` is its [`AggState::input`].
+    pub fn apply(&mut self, spec: &FeatureSpec, time: Time, x: f64) {
         match self {
             AggState::Count(n) => *n += 1,
             AggState::Sum(s, n) => {

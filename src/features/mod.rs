@@ -2,5 +2,6 @@
 
 pub mod agg;
 pub mod derived;
+pub mod fragments;
 pub mod keyed;
 pub mod table_op;

@@ -1,16 +1,19 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
 use rustc_hash::FxHashSet as HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::agg::{windowed_by_totals, AggState};
+use super::fragments::{Fragments, FragmentsBuilder};
 use super::keyed::{Candidate, KeyedStates};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
@@ -40,8 +43,10 @@ pub struct TableRecord {
     pub key_hash: u64,
     /// Event id (the example id for lookups; orders same-time updates).
     pub id: CompactString,
-    /// Updates: the aggregated field of each table feature that reads this stream with a field.
-    pub values: Vec<Value>,
+    /// Updates: the [`AggState::input`] of each table feature that reads this stream with a
+    /// field (`None`: skipped), worked out by the splitting worker. Inline: most streams
+    /// feed a table one or two such features, and a vector was an allocation per record.
+    pub values: SmallVec<[Option<f64>; 2]>,
 }
 
 impl TableRecord {
@@ -57,15 +62,57 @@ impl TableRecord {
     }
 }
 
-/// Table values for one example, sent to the label join: one encoded segment per table
-/// this worker looked up (see [`crate::label::pending`]; ratios are left out and
-/// recomputed at emission).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Fragment {
-    /// Example id.
-    pub example_id: CompactString,
-    /// The encoded segments, each tagged with its table index.
-    pub segment: Vec<u8>,
+/// Where a record goes in processing order, read from it once. Sorting these leaves the
+/// records where they are: sorting references instead read two random records per
+/// comparison, and walking them in sorted order missed the cache on each record.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    time: Time,
+    key_hash: u64,
+    /// Index of the record.
+    ix: u32,
+    table: u16,
+}
+
+impl Place {
+    fn order(&self) -> (Time, u16, u64) {
+        (self.time, self.table, self.key_hash)
+    }
+}
+
+/// The records of `ready` in processing order ([`TableRecord::order`]), each one's place,
+/// and the runs of one (time, table, key) as ranges of that order.
+fn processing_order(ready: &[TableRecord]) -> (Vec<Place>, Vec<&TableRecord>, Vec<Range<usize>>) {
+    let mut places: Vec<Place> = ready
+        .iter()
+        .enumerate()
+        .map(|(ix, r)| Place {
+            time: r.time,
+            key_hash: r.key_hash,
+            ix: ix as u32,
+            table: r.table,
+        })
+        .collect();
+    places.sort_unstable_by_key(Place::order);
+    let mut order: Vec<&TableRecord> = places.iter().map(|p| &ready[p.ix as usize]).collect();
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < places.len() {
+        let first = places[start].order();
+        let end = start
+            + places[start..]
+                .iter()
+                .take_while(|p| p.order() == first)
+                .count();
+        // Equal (time, table, hash): one key's same-time records (or, rarely, colliding
+        // keys), ordered by key, stream and id, and split where the key changes.
+        order[start..end].sort_unstable_by(|a, b| a.order(b));
+        for run in order[start..end].chunk_by(|a, b| a.key == b.key) {
+            runs.push(start..start + run.len());
+            start += run.len();
+        }
+    }
+    (places, order, runs)
 }
 
 /// The key fields of an event joined by `|`; `None` if one is missing.
@@ -103,8 +150,8 @@ struct Route {
     update: bool,
     /// Key fields of the stream.
     key: Vec<usize>,
-    /// Updates: the field of each feature that aggregates one (in feature order).
-    values: Vec<usize>,
+    /// Updates: each feature that aggregates a field, and that field (in feature order).
+    values: Vec<(FeatureSpec, usize)>,
 }
 
 impl Routes {
@@ -129,7 +176,10 @@ impl Routes {
                             lookup,
                             update,
                             key,
-                            values: reads.iter().filter_map(|f| f.field).collect(),
+                            values: reads
+                                .iter()
+                                .filter_map(|f| Some(((*f).clone(), f.field?)))
+                                .collect(),
                         })
                     })
                     .collect()
@@ -154,7 +204,11 @@ impl Routes {
                 time: ev.time,
                 key,
                 id: ev.id.clone(),
-                values: r.values.iter().map(|&ix| ev.fields[ix].clone()).collect(),
+                values: r
+                    .values
+                    .iter()
+                    .map(|(f, ix)| AggState::input(f, &ev.fields[*ix]))
+                    .collect(),
             });
         }
     }
@@ -335,62 +389,64 @@ impl Tables {
     }
 
     /// Processes the buffered records with a time before `watermark`, in time order, and
-    /// returns the fragments of their lookups.
+    /// returns the table values of their lookups, one batch per label-join worker (one
+    /// encoded segment per table an example was looked up in; ratios are left out and
+    /// recomputed at emission).
     fn process_before(
         &mut self,
         buffer: &mut Vec<TableRecord>,
         ready: &mut Vec<TableRecord>,
         watermark: Time,
-        segment_size: &mut usize,
-    ) -> Vec<Fragment> {
+        peers: usize,
+    ) -> impl Iterator<Item = Fragments> {
         // `ready` keeps its capacity between passes: a fresh multi-megabyte vector per pass
         // was fresh pages for the kernel to zero.
         ready.clear();
         ready.extend(buffer.extract_if(.., |r| r.time < watermark));
-        // Sort references, not the records: swaps stay 8 bytes.
-        let mut order: Vec<&TableRecord> = ready.iter().collect();
-        order.sort_unstable_by(|a, b| a.order(b));
-        let mut fragments = Vec::with_capacity(order.len());
-        let runs: Vec<&[&TableRecord]> = order
-            .chunk_by(|a, b| (a.time, a.table, &a.key) == (b.time, b.table, &b.key))
-            .collect();
+        let (places, order, runs) = processing_order(ready);
+        let mut fragments = FragmentsBuilder::new(peers);
         let mut candidates = Vec::with_capacity(runs.len());
         for (i, run) in runs.iter().enumerate() {
-            self.fetch_ahead(&runs, i, &mut candidates);
+            self.fetch_ahead(&places, &order, &runs, i, &mut candidates);
+            let run = &order[run.clone()];
             self.expire_before(run[0].time);
-            self.process_run(run, candidates[i], &mut fragments, segment_size);
+            self.process_run(run, candidates[i], &mut fragments);
         }
         self.expire_before(watermark);
-        if let (Some(first), Some(last)) = (order.first(), order.last()) {
+        if let (Some(first), Some(last)) = (places.first(), places.last()) {
             self.observe_event_times(first.time, last.time);
         }
-        fragments
+        fragments.finish()
     }
 
     /// Fetches the state of the runs after run `i` into cache ahead of their turn, one
-    /// level of indirection per stage (index slot, row, sets and windows, their buffers),
-    /// so the cache misses of many keys overlap instead of adding up.
-    fn fetch_ahead(&self, runs: &[&[&TableRecord]], i: usize, candidates: &mut Vec<Candidate>) {
-        let keyed = |run: &[&TableRecord]| &self.state[run[0].table as usize];
+    /// level of indirection per stage (records and index slot, row, sets and windows, their
+    /// buffers), so the cache misses of many keys overlap instead of adding up.
+    fn fetch_ahead(
+        &self,
+        places: &[Place],
+        order: &[&TableRecord],
+        runs: &[Range<usize>],
+        i: usize,
+        candidates: &mut Vec<Candidate>,
+    ) {
+        let keyed = |run: &Range<usize>| &self.state[places[run.start].table as usize];
+        let hash = |run: &Range<usize>| places[run.start].key_hash;
         if let Some(run) = runs.get(i + AHEAD) {
-            keyed(run).prefetch_slot(run[0].key_hash);
+            keyed(run).prefetch_slot(hash(run));
+            for &r in &order[run.clone()] {
+                prefetch(r, lines(std::mem::size_of::<TableRecord>()));
+            }
         }
         let until = (i + AHEAD * 3 / 4 + 1).min(runs.len());
         while candidates.len() < until {
-            let run = runs[candidates.len()];
-            let c = keyed(run).candidate(run[0].key_hash);
+            let run = &runs[candidates.len()];
+            let c = keyed(run).candidate(hash(run));
             keyed(run).prefetch_entry(c);
             candidates.push(c);
         }
         if let Some(run) = runs.get(i + AHEAD / 2) {
             keyed(run).prefetch_heap(candidates[i + AHEAD / 2]);
-            // Update values were written by the worker that split the event.
-            for r in run.iter().filter(|r| !r.values.is_empty()) {
-                prefetch(
-                    r.values.as_ptr(),
-                    lines(std::mem::size_of_val(&r.values[..])),
-                );
-            }
         }
         if let Some(run) = runs.get(i + AHEAD / 4) {
             keyed(run).prefetch_buffers(candidates[i + AHEAD / 4]);
@@ -429,8 +485,7 @@ impl Tables {
         &mut self,
         run: &[&TableRecord],
         candidate: Candidate,
-        fragments: &mut Vec<Fragment>,
-        segment_size: &mut usize,
+        fragments: &mut FragmentsBuilder,
     ) {
         let first = &run[0];
         let (table, now) = (first.table as usize, first.time);
@@ -446,16 +501,7 @@ impl Tables {
         let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
         let mut states = entry.map(|e| keyed.row(e));
         for r in run.iter().filter(|r| r.lookup) {
-            // An example's lookups in several tables on this worker are usually next to each
-            // other (same time): one fragment carries all their segments, so the label join
-            // looks the example up once per worker instead of once per table.
-            if fragments.last().is_none_or(|f| f.example_id != r.id) {
-                fragments.push(Fragment {
-                    example_id: r.id.clone(),
-                    segment: Vec::with_capacity(*segment_size),
-                });
-            }
-            let segment = &mut fragments.last_mut().expect("pushed above").segment;
+            let segment = fragments.segment_of(&r.id);
             put_numbers_header(segment, table as u8, stored);
             for (i, f) in spec.features.iter().enumerate() {
                 if f.ratio.is_none() {
@@ -466,9 +512,7 @@ impl Tables {
                     put_optional_number(segment, value);
                 }
             }
-            // The largest capacity a fragment needed so far (segment headers reserve room
-            // for their longest numbers): new fragments rarely reallocate.
-            *segment_size = (*segment_size).max(segment.capacity());
+            fragments.end();
         }
         let Some(states) = states else { return };
         if !run.iter().any(|r| r.update) {
@@ -478,11 +522,13 @@ impl Tables {
             let mut values = r.values.iter();
             for (f, s) in spec.features.iter().zip(states.iter_mut()) {
                 if f.ratio.is_none() && f.stream == r.stream as usize {
-                    let value = match f.field {
-                        Some(_) => values.next().expect("one value per field feature"),
-                        None => &Value::Missing,
+                    let input = match f.field {
+                        Some(_) => *values.next().expect("one value per field feature"),
+                        None => AggState::input(f, &Value::Missing),
                     };
-                    s.apply(f, r.time, value);
+                    if let Some(x) = input {
+                        s.apply(f, r.time, x);
+                    }
                 }
             }
         }
@@ -529,9 +575,9 @@ pub fn table_operator<'scope>(
     records: StreamVec<'scope, Time, TableRecord>,
     pipeline: Arc<Pipeline>,
     store: Option<Arc<TableStore>>,
-) -> StreamVec<'scope, Time, Fragment> {
+) -> StreamVec<'scope, Time, Fragments> {
     let pact = Exchange::new(|r: &TableRecord| r.key_hash ^ r.table as u64);
-    let worker = records.scope().index();
+    let (worker, peers) = (records.scope().index(), records.scope().peers());
     let scope = records.scope();
     records.unary_frontier(pact, "Tables", move |_cap, info| {
         let activator = scope.activator_for(info.address);
@@ -540,7 +586,6 @@ pub fn table_operator<'scope>(
         let mut buffer: Vec<TableRecord> = Vec::new();
         let mut ready = Vec::new();
         let mut done_below = 0;
-        let mut segment_size = 16;
         let mut wake_at: Option<Instant> = None;
         move |(input, frontier), output| {
             let port = output.output_index();
@@ -551,12 +596,9 @@ pub fn table_operator<'scope>(
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark != done_below {
                 done_below = watermark;
-                let fragments =
-                    tables.process_before(&mut buffer, &mut ready, watermark, &mut segment_size);
+                let fragments = tables.process_before(&mut buffer, &mut ready, watermark, peers);
                 if let Some(cap) = held.get() {
-                    if !fragments.is_empty() {
-                        output.session(cap).give_iterator(fragments.into_iter());
-                    }
+                    output.session(cap).give_iterator(fragments);
                 }
             }
             match tables.flush_versions(worker, watermark) {

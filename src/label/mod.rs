@@ -21,7 +21,7 @@ use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Value};
 use crate::features::agg::fill_ratios;
-use crate::features::table_op::Fragment;
+use crate::features::fragments::{label_worker, Fragments};
 use crate::metrics::Metrics;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
@@ -49,17 +49,19 @@ pub enum LabelInput {
         /// Outcome time.
         time: Time,
     },
-    /// Table values of an example.
-    Fragment(Fragment),
+    /// Table values of examples, all bound for one worker.
+    Fragments(Fragments),
 }
 
 impl LabelInput {
-    fn example_id(&self) -> &str {
-        match self {
+    /// The worker this input goes to, among `peers`.
+    fn worker(&self, peers: usize) -> u64 {
+        let id = match self {
             LabelInput::Example { id, .. } => id,
             LabelInput::Outcome { example_id, .. } => example_id,
-            LabelInput::Fragment(f) => &f.example_id,
-        }
+            LabelInput::Fragments(f) => return f.worker,
+        };
+        label_worker(stable_hash(id.as_bytes()), peers)
     }
 }
 
@@ -195,13 +197,39 @@ impl LabelState {
     /// Receives a batch of inputs, fetching each one's example into cache a few inputs ahead
     /// (its map slot, then its buffer), so their cache misses overlap.
     fn receive_all(&mut self, data: &mut Vec<LabelInput>) {
-        let hashes: Vec<u64> = data
-            .iter()
-            .map(|x| stable_hash(x.example_id().as_bytes()))
-            .collect();
-        for (i, x) in data.drain(..).enumerate() {
-            self.fetch_ahead(&hashes, i);
-            self.receive(x, hashes[i]);
+        let mut hashes = Vec::with_capacity(data.len());
+        for x in data.iter() {
+            match x {
+                LabelInput::Example { id, .. } => hashes.push(stable_hash(id.as_bytes())),
+                LabelInput::Outcome { example_id, .. } => {
+                    hashes.push(stable_hash(example_id.as_bytes()))
+                }
+                LabelInput::Fragments(f) => hashes.extend(f.examples.iter().map(|e| e.1)),
+            }
+        }
+        let mut i = 0;
+        for x in data.drain(..) {
+            if let LabelInput::Fragments(f) = x {
+                for (id, hash, segments) in f.iter() {
+                    self.fetch_ahead(&hashes, i);
+                    self.receive_segments(Id { text: id, hash }, segments);
+                    i += 1;
+                }
+            } else {
+                self.fetch_ahead(&hashes, i);
+                self.receive(x, hashes[i]);
+                i += 1;
+            }
+        }
+    }
+
+    /// Appends table segments to an example's buffer.
+    fn receive_segments(&mut self, key: Id, segments: &[u8]) {
+        let (_, created) = self
+            .examples
+            .append(key, None, |out| out.extend_from_slice(segments));
+        if created {
+            self.pending_changed(1);
         }
     }
 
@@ -265,16 +293,9 @@ impl LabelState {
                     },
                 }
             }
-            LabelInput::Fragment(f) => {
-                let key = Id {
-                    text: &f.example_id,
-                    hash,
-                };
-                let (_, created) = self
-                    .examples
-                    .append(key, None, |out| out.extend_from_slice(&f.segment));
-                if created {
-                    self.pending_changed(1);
+            LabelInput::Fragments(f) => {
+                for (id, hash, segments) in f.iter() {
+                    self.receive_segments(Id { text: id, hash }, segments);
                 }
             }
         }
@@ -411,7 +432,8 @@ pub fn label_join<'scope>(
     metrics: Arc<Metrics>,
     side: Rc<RefCell<SideSinks>>,
 ) -> StreamVec<'scope, Time, Row> {
-    let pact = Exchange::new(|x: &LabelInput| stable_hash(x.example_id().as_bytes()));
+    let peers = inputs.scope().peers();
+    let pact = Exchange::new(move |x: &LabelInput| x.worker(peers));
     inputs.unary_frontier(pact, "LabelJoin", move |_cap, _info| {
         let mut state = LabelState::new(pipeline, metrics, side);
         let mut held = Held::default();

@@ -151,6 +151,7 @@ mod tests {
             agg in prop::sample::select(vec![Agg::Count, Agg::Sum, Agg::Mean]),
         ) {
             let specs = [spec(agg, window)];
+            let input = |v: f64| AggState::input(&specs[0], &Value::Num(v)).expect("a number");
             let mut events: Vec<(Time, f64)> =
                 events.into_iter().map(|(t, v)| (t, v as f64 / 7.0)).collect();
             events.sort_by_key(|e| e.0);
@@ -159,7 +160,7 @@ mod tests {
             let mut versions = BTreeMap::new();
             for same_time in events.chunk_by(|a, b| a.0 == b.0) {
                 for (t, v) in same_time {
-                    state[0].apply(&specs[0], *t, &Value::Num(*v));
+                    state[0].apply(&specs[0], *t, input(*v));
                 }
                 let mut row = Vec::new();
                 encode(&specs, &mut state, same_time[0].0, &mut row);
@@ -169,7 +170,7 @@ mod tests {
             for as_of in 0..(events.last().unwrap().0 + window + 2) {
                 let mut job = AggState::new(&specs[0]);
                 for (t, v) in events.iter().filter(|e| e.0 <= as_of) {
-                    job.apply(&specs[0], *t, &Value::Num(*v));
+                    job.apply(&specs[0], *t, input(*v));
                 }
                 let want = job.read(&specs[0], as_of + 1).map(f64::to_bits);
                 let got = match at(as_of) {

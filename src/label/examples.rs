@@ -1,5 +1,9 @@
 //! Examples waiting for their label, in a compact map: 24-byte slots keyed by a hash of
-//! the id, each owning one exact-size byte buffer `[time][outcomes][id][feature segments...]`.
+//! the id, each owning one byte buffer `[time][outcomes][used][id][feature segments...]`.
+//!
+//! An example's bytes arrive in several appends (its event features, then the table values
+//! from each table worker). A buffer is created as large as recent examples ended up, so
+//! later appends usually fit in place instead of each reallocating.
 
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
@@ -10,8 +14,11 @@ use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 
 const OUTCOMES: usize = 8;
-const ID_LEN: usize = 12;
-const ID: usize = 13;
+const USED: usize = 12;
+const ID_LEN: usize = 16;
+const ID: usize = 17;
+/// Finished examples per update of [`WaitingExamples::typical`].
+const TYPICAL_EVERY: usize = 1024;
 
 /// An example id with its [`stable_hash`], computed once per input however often the
 /// map is probed for it.
@@ -50,21 +57,31 @@ pub struct WaitingExamples {
     overflow: HashMap<CompactString, Box<[u8]>>,
     /// Sum of buffer lengths.
     buffer_bytes: usize,
-    /// Where an append is written before its buffer grows to take it.
+    /// Where an append is written before it is copied into its buffer.
     scratch: Vec<u8>,
+    /// The size new buffers get: the 99th percentile of the used sizes of a recent block
+    /// of [`TYPICAL_EVERY`] finished examples (a rare long one does not set it).
+    typical: usize,
+    /// Used sizes of the block of finished examples being seen.
+    block: Vec<u32>,
 }
 
-/// Read access to one example's buffer.
-pub struct Example<'a>(pub &'a [u8]);
+/// Read access to one example's buffer (its used bytes).
+pub struct Example<'a>(&'a [u8]);
 
-impl Example<'_> {
+impl<'a> Example<'a> {
+    /// The example held in `buf`.
+    pub fn of(buf: &'a [u8]) -> Self {
+        Example(&buf[..used(buf)])
+    }
+
     /// Example time; `Time::MAX` until the example itself arrived.
     pub fn time(&self) -> Time {
         Time::from_le_bytes(self.0[..OUTCOMES].try_into().unwrap())
     }
     /// Outcomes counted in its window.
     pub fn outcomes(&self) -> u32 {
-        u32::from_le_bytes(self.0[OUTCOMES..ID_LEN].try_into().unwrap())
+        u32::from_le_bytes(self.0[OUTCOMES..USED].try_into().unwrap())
     }
     /// The example id.
     pub fn id(&self) -> &str {
@@ -79,22 +96,38 @@ impl Example<'_> {
     }
 }
 
-/// A new buffer: unknown time, no outcomes, the id (empty for overflow entries).
-fn new_buffer(id: &[u8]) -> Box<[u8]> {
-    let mut buf = Vec::with_capacity(ID + id.len());
+/// Bytes of `buf` in use.
+fn used(buf: &[u8]) -> usize {
+    u32::from_le_bytes(buf[USED..ID_LEN].try_into().unwrap()) as usize
+}
+
+/// A new buffer of `size` bytes or more: unknown time, no outcomes, the id (empty for
+/// overflow entries), then `first`.
+fn new_buffer(id: &[u8], first: &[u8], size: usize) -> Box<[u8]> {
+    let used = ID + id.len() + first.len();
+    let mut buf = Vec::with_capacity(size.max(used));
     buf.extend_from_slice(&Time::MAX.to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&(used as u32).to_le_bytes());
     buf.push(id.len() as u8);
     buf.extend_from_slice(id);
+    buf.extend_from_slice(first);
+    buf.resize(buf.capacity(), 0);
     buf.into_boxed_slice()
 }
 
-/// `buf` followed by `more`, in a buffer of exactly that size.
-fn grown(buf: &[u8], more: &[u8]) -> Box<[u8]> {
-    let mut v = Vec::with_capacity(buf.len() + more.len());
-    v.extend_from_slice(buf);
-    v.extend_from_slice(more);
-    v.into_boxed_slice()
+/// Appends `more` to the used bytes of `buf`, in place if it has room, else in a new buffer
+/// of `size` bytes or exactly what is needed.
+fn append_to(buf: &mut Box<[u8]>, more: &[u8], size: usize) {
+    let (start, end) = (used(buf), used(buf) + more.len());
+    if end > buf.len() {
+        let mut v = Vec::with_capacity(size.max(end));
+        v.extend_from_slice(&buf[..start]);
+        v.resize(v.capacity(), 0);
+        *buf = v.into_boxed_slice();
+    }
+    buf[start..end].copy_from_slice(more);
+    buf[USED..ID_LEN].copy_from_slice(&(end as u32).to_le_bytes());
 }
 
 impl WaitingExamples {
@@ -117,7 +150,9 @@ impl WaitingExamples {
 
     fn locate(&self, id: Id) -> Option<Slot> {
         match self.main.get(id.hash) {
-            Some(buf) if Example(buf).id_bytes() == id.text.as_bytes() => Some(Slot::Main(id.hash)),
+            Some(buf) if Example::of(buf).id_bytes() == id.text.as_bytes() => {
+                Some(Slot::Main(id.hash))
+            }
             _ => self
                 .overflow
                 .contains_key(id.text)
@@ -135,8 +170,10 @@ impl WaitingExamples {
     /// The example, if waiting.
     pub fn get(&self, id: Id) -> Option<Example<'_>> {
         match self.main.get(id.hash) {
-            Some(buf) if Example(buf).id_bytes() == id.text.as_bytes() => Some(Example(buf)),
-            _ => self.overflow.get(id.text).map(|b| Example(b)),
+            Some(buf) if Example::of(buf).id_bytes() == id.text.as_bytes() => {
+                Some(Example::of(buf))
+            }
+            _ => self.overflow.get(id.text).map(|b| Example::of(b)),
         }
     }
 
@@ -154,7 +191,10 @@ impl WaitingExamples {
         let main = self
             .main
             .get(hash)
-            .map(|buf| Example(buf).id_bytes() == text.as_bytes());
+            .map(|buf| Example::of(buf).id_bytes() == text.as_bytes());
+        self.scratch.clear();
+        write(&mut self.scratch);
+        let (first, size) = (&self.scratch[..], self.typical);
         let (slot, buf, created) = match main {
             Some(true) => (
                 Slot::Main(hash),
@@ -164,24 +204,27 @@ impl WaitingExamples {
             None if text.len() <= u8::MAX as usize
                 && (self.overflow.is_empty() || !self.overflow.contains_key(text)) =>
             {
-                let buf = self.main.insert(hash, new_buffer(text.as_bytes()));
+                let buf = self
+                    .main
+                    .insert(hash, new_buffer(text.as_bytes(), first, size));
                 (Slot::Main(hash), buf, true)
             }
             _ => match self.overflow.entry(text.into()) {
                 Entry::Occupied(e) => (Slot::Overflow(text.into()), e.into_mut(), false),
-                Entry::Vacant(e) => (Slot::Overflow(text.into()), e.insert(new_buffer(b"")), true),
+                Entry::Vacant(e) => {
+                    let buf = new_buffer(b"", first, size);
+                    (Slot::Overflow(text.into()), e.insert(buf), true)
+                }
             },
         };
         let before = if created { 0 } else { buf.len() };
         if let Some(t) = time {
             buf[..OUTCOMES].copy_from_slice(&t.to_le_bytes());
         }
-        // Buffers are boxed slices of their exact size (a 24-byte slot instead of a
-        // vector's 32, and no spare capacity): an append writes aside, then regrows.
-        self.scratch.clear();
-        write(&mut self.scratch);
-        if !self.scratch.is_empty() {
-            *buf = grown(buf, &self.scratch);
+        // Buffers are boxed slices (a 24-byte slot instead of a vector's 32) with their
+        // used size in the header: an append writes aside, then copies in.
+        if !created && !first.is_empty() {
+            append_to(buf, first, size);
         }
         self.buffer_bytes += buf.len() - before;
         (slot, created)
@@ -205,7 +248,7 @@ impl WaitingExamples {
         if let Some(slot) = self.locate(id) {
             let buf = self.buffer(&slot);
             let n = Example(buf).outcomes() + 1;
-            buf[OUTCOMES..ID_LEN].copy_from_slice(&n.to_le_bytes());
+            buf[OUTCOMES..USED].copy_from_slice(&n.to_le_bytes());
         }
     }
 
@@ -217,7 +260,7 @@ impl WaitingExamples {
                     .main
                     .remove(*h)
                     .expect("a deadline per waiting example");
-                (CompactString::from(Example(&buf).id()), buf)
+                (CompactString::from(Example::of(&buf).id()), buf)
             }
             Slot::Overflow(id) => (
                 id.clone(),
@@ -227,6 +270,12 @@ impl WaitingExamples {
             ),
         };
         self.buffer_bytes -= buf.len();
+        self.block.push(used(&buf) as u32);
+        if self.block.len() == TYPICAL_EVERY {
+            let p99 = TYPICAL_EVERY * 99 / 100;
+            self.typical = *self.block.select_nth_unstable(p99).1 as usize;
+            self.block.clear();
+        }
         (id, buf)
     }
 }

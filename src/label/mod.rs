@@ -340,7 +340,7 @@ impl LabelState {
             self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
             let (time, hash) = (deadline - self.window(), hashes[i]);
-            rows.push(self.finish(id, time, Example(&buf), &mut scratch));
+            rows.push(self.finish(id, time, Example::of(&buf), &mut scratch));
             self.finished.insert(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
         }

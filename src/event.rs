@@ -54,6 +54,37 @@ impl Value {
     }
 }
 
+/// A [`Value`] borrowed: what decoding a held example yields, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Absent, null or empty.
+    Missing,
+    /// A number.
+    Num(f64),
+    /// Text.
+    Str(&'a str),
+}
+
+impl ValueRef<'_> {
+    /// The number, if this is one or is text that reads as one (as [`Value::as_num`]).
+    pub fn as_num(&self) -> Option<f64> {
+        match self {
+            ValueRef::Num(n) => Some(*n),
+            ValueRef::Str(s) => s.trim().parse().ok(),
+            ValueRef::Missing => None,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_value(&self) -> Value {
+        match self {
+            ValueRef::Missing => Value::Missing,
+            ValueRef::Num(n) => Value::Num(*n),
+            ValueRef::Str(s) => Value::Str((*s).into()),
+        }
+    }
+}
+
 /// One event of a stream, with the fields the pipeline reads (in [`crate::config::StreamSchema`] order).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -19,10 +19,12 @@ use timely::dataflow::StreamVec;
 use crate::config::{LabelKind, Pipeline};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
-use crate::event::{stable_hash, Value};
+use crate::event::{stable_hash, Value, ValueRef};
 use crate::features::agg::fill_ratios;
 use crate::features::fragments::{label_worker, Fragments};
 use crate::metrics::Metrics;
+use crate::sinks::partition::is_validation;
+use crate::sinks::schema::Columns;
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
 use examples::{Example, Id, Slot, WaitingExamples};
@@ -65,19 +67,19 @@ impl LabelInput {
     }
 }
 
-/// A finished training row.
+/// A finished training row, rendered in both CSV forms (see [`Columns`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Example id.
     pub example_id: CompactString,
     /// Example time.
     pub time: Time,
-    /// Label (0/1 for `exists`, the count for `count`).
-    pub label: u32,
-    /// Outcomes inside the window.
-    pub outcome_count: u32,
-    /// Event features then table features, in column order.
-    pub features: Vec<Value>,
+    /// The row goes to `validation/` rather than `train/`.
+    pub validation: bool,
+    /// The full CSV line, then the SageMaker line; each ends in `\n`.
+    pub text: String,
+    /// Where the SageMaker line starts in `text`.
+    pub sagemaker_at: usize,
 }
 
 /// How many inputs ahead of its turn an example's map slot is fetched into cache (its
@@ -105,23 +107,25 @@ struct LabelState {
     /// Finished examples by the time they may be forgotten.
     forget: TimeQueue<u64>,
     dictionary: Dictionary,
-    /// Feature columns of a row.
-    columns: usize,
+    /// Column layout of a row.
+    columns: Columns,
     /// Buffers reused by every row's [`LabelState::finish`].
     scratch: Scratch,
 }
 
-/// Buffers reused by every row's emission: segment starts, decoded and completed values.
+/// Buffers reused by every row's emission: segment starts, a table's values with its
+/// ratios, the SageMaker line; and the longest row text so far (new rows reserve it).
 #[derive(Default)]
 struct Scratch {
     starts: Vec<usize>,
-    stored: Vec<Value>,
-    full: Vec<Option<f64>>,
+    values: Vec<Option<f64>>,
+    sagemaker: String,
+    row_len: usize,
 }
 
 impl LabelState {
     fn new(pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, side: Rc<RefCell<SideSinks>>) -> Self {
-        let columns = pipeline.feature_names().len();
+        let columns = Columns::new(&pipeline);
         LabelState {
             pipeline,
             metrics,
@@ -340,7 +344,8 @@ impl LabelState {
             self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
             let (time, hash) = (deadline - self.window(), hashes[i]);
-            rows.push(self.finish(id, time, Example::of(&buf), &mut scratch));
+            let validation = is_validation(hash, self.pipeline.output.validation_fraction);
+            rows.push(self.finish(id, time, validation, Example::of(&buf), &mut scratch));
             self.finished.insert(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
         }
@@ -355,21 +360,25 @@ impl LabelState {
         }
     }
 
+    /// Renders a finished example's row. Its segments arrive in any order: each one's start
+    /// is found first, then they are decoded in column order.
     fn finish(
         &self,
         example_id: CompactString,
         time: Time,
+        validation: bool,
         example: Example<'_>,
         scratch: &mut Scratch,
     ) -> Row {
         let data = example.segments();
         let outcomes = example.outcomes();
         let tables = &self.pipeline.tables;
-        // Segments arrive in any order: find each one's start, then decode in column order.
+        let dict = &self.dictionary;
         let Scratch {
             starts,
-            stored,
-            full,
+            values,
+            sagemaker,
+            row_len,
         } = scratch;
         starts.clear();
         starts.resize(tables.len() + 1, usize::MAX);
@@ -383,42 +392,71 @@ impl LabelState {
             }] = pos;
             pos = skip_segment(data, pos);
         }
-        let mut features = Vec::with_capacity(self.columns);
-        if starts[tables.len()] != usize::MAX {
-            decode_segment(data, starts[tables.len()], &self.dictionary, &mut features);
-        }
-        for (t, &start) in tables.iter().zip(starts.iter()) {
-            if start == usize::MAX {
-                tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
-                features.extend(t.features.iter().map(|_| Value::Missing));
-                continue;
-            }
-            stored.clear();
-            decode_segment(data, start, &self.dictionary, stored);
-            let mut values = stored.iter();
-            full.clear();
-            full.extend(t.features.iter().map(|f| {
-                if f.ratio.is_some() {
-                    None
-                } else {
-                    values.next().and_then(Value::as_num)
-                }
-            }));
-            fill_ratios(&t.features, full);
-            features.extend(full.iter().map(|x| x.map_or(Value::Missing, Value::Num)));
-        }
         let label = match self.pipeline.label.kind {
             LabelKind::Exists => u32::from(outcomes > 0),
             LabelKind::Count => outcomes,
         };
+        let (columns, mut column) = (&self.columns, 0);
+        let mut text = String::with_capacity(*row_len);
+        sagemaker.clear();
+        columns.start(&example_id, time, label, outcomes, &mut text, sagemaker);
+        let mut cell = |v: ValueRef<'_>, text: &mut String, sagemaker: &mut String| {
+            columns.cell(column, v, text, sagemaker);
+            column += 1;
+        };
+        match starts[tables.len()] {
+            usize::MAX => {
+                tracing::error!(example = %example_id, "event features missing at emission");
+                for _ in &self.pipeline.event_features {
+                    cell(ValueRef::Missing, &mut text, sagemaker);
+                }
+            }
+            start => {
+                decode_segment(data, start, dict, |v| cell(v, &mut text, sagemaker));
+            }
+        }
+        for (t, &start) in tables.iter().zip(starts.iter()) {
+            if start == usize::MAX {
+                tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
+                for _ in &t.features {
+                    cell(ValueRef::Missing, &mut text, sagemaker);
+                }
+                continue;
+            }
+            // Stored values fill the columns of stored features; ratios are computed here.
+            values.clear();
+            values.resize(t.features.len(), None);
+            let mut stored = t
+                .features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.ratio.is_none());
+            decode_segment(data, start, dict, |v| {
+                if let Some((i, _)) = stored.next() {
+                    values[i] = v.as_num();
+                }
+            });
+            fill_ratios(&t.features, values);
+            for v in values.iter() {
+                cell(
+                    v.map_or(ValueRef::Missing, ValueRef::Num),
+                    &mut text,
+                    sagemaker,
+                );
+            }
+        }
+        Columns::end(&mut text, sagemaker);
+        let sagemaker_at = text.len();
+        text.push_str(sagemaker);
+        *row_len = (*row_len).max(text.len());
         Metrics::add(&self.metrics.rows, 1);
         Metrics::add(&self.metrics.positive_rows, u64::from(outcomes > 0));
         Row {
             example_id,
             time,
-            label,
-            outcome_count: outcomes,
-            features,
+            validation,
+            text,
+            sagemaker_at,
         }
     }
 }

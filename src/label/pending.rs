@@ -8,7 +8,7 @@
 use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::event::Value;
+use crate::event::{Value, ValueRef};
 
 const MISSING: u8 = 0;
 const UINT: u8 = 1;
@@ -141,39 +141,36 @@ pub fn skip_segment(bytes: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// Decodes the segment starting at `pos` into `values`; returns the position after it.
-pub fn decode_segment(
-    bytes: &[u8],
+/// Decodes the segment starting at `pos`, passing each value to `each` (borrowed: text
+/// points into the dictionary or the bytes); returns the position after it.
+pub fn decode_segment<'a>(
+    bytes: &'a [u8],
     mut pos: usize,
-    dict: &Dictionary,
-    values: &mut Vec<Value>,
+    dict: &'a Dictionary,
+    mut each: impl FnMut(ValueRef<'a>),
 ) -> usize {
     pos += 1; // tag
     let n = get_varint(bytes, &mut pos) as usize;
-    values.reserve(n);
-    {
-        for _ in 0..n {
-            let kind = bytes[pos];
-            pos += 1;
-            values.push(match kind {
-                MISSING => Value::Missing,
-                UINT => Value::Num(get_varint(bytes, &mut pos) as f64),
-                MILLIS => Value::Num(get_varint(bytes, &mut pos) as f64 / 1000.0),
-                FLOAT => {
-                    let n = f64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
-                    pos += 8;
-                    Value::Num(n)
-                }
-                TEXT => Value::Str(dict.values[get_varint(bytes, &mut pos) as usize].clone()),
-                _ => {
-                    let len = get_varint(bytes, &mut pos) as usize;
-                    let s =
-                        std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
-                    pos += len;
-                    Value::Str(s.into())
-                }
-            });
-        }
+    for _ in 0..n {
+        let kind = bytes[pos];
+        pos += 1;
+        each(match kind {
+            MISSING => ValueRef::Missing,
+            UINT => ValueRef::Num(get_varint(bytes, &mut pos) as f64),
+            MILLIS => ValueRef::Num(get_varint(bytes, &mut pos) as f64 / 1000.0),
+            FLOAT => {
+                let n = f64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+                pos += 8;
+                ValueRef::Num(n)
+            }
+            TEXT => ValueRef::Str(&dict.values[get_varint(bytes, &mut pos) as usize]),
+            _ => {
+                let len = get_varint(bytes, &mut pos) as usize;
+                let s = std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
+                pos += len;
+                ValueRef::Str(s)
+            }
+        });
     }
     pos
 }
@@ -189,7 +186,7 @@ mod tests {
         while pos < bytes.len() {
             let tag = bytes[pos];
             let mut values = Vec::new();
-            pos = decode_segment(bytes, pos, dict, &mut values);
+            pos = decode_segment(bytes, pos, dict, |v| values.push(v.to_value()));
             out.push((tag, values));
         }
         out

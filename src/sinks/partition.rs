@@ -14,7 +14,6 @@ use timely::dataflow::StreamVec;
 use super::schema::Columns;
 use crate::config::Pipeline;
 use crate::dataflow::hold::Held;
-use crate::event::stable_hash;
 use crate::label::Row;
 use crate::time::{utc, Time, HOUR_MS};
 
@@ -45,9 +44,10 @@ pub fn completion_time(hour: Time, window: Time) -> Time {
     hour + HOUR_MS - 1 + window
 }
 
-/// Whether an example goes to `validation/` (stable in the id, independent of workers).
-pub fn is_validation(example_id: &str, fraction: f64) -> bool {
-    (stable_hash(example_id.as_bytes()) % 1_000_000) < (fraction * 1_000_000.0) as u64
+/// Whether an example goes to `validation/`, from the [`crate::event::stable_hash`] of its id (stable in
+/// the id, independent of workers).
+pub fn is_validation(id_hash: u64, fraction: f64) -> bool {
+    (id_hash % 1_000_000) < (fraction * 1_000_000.0) as u64
 }
 
 /// Part files of one open hour partition on one worker, written as rows arrive.
@@ -73,7 +73,6 @@ pub fn partition_writer<'scope>(
         let mut open: BTreeMap<Time, OpenPartition> = BTreeMap::new();
         let mut held = Held::default();
         let mut reports = Vec::new();
-        let (mut full, mut sagemaker) = (String::new(), String::new());
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -83,16 +82,9 @@ pub fn partition_writer<'scope>(
                     let part = open.entry(hour).or_insert_with(|| OpenPartition {
                         files: [None, None, None],
                     });
-                    let split = if is_validation(&r.example_id, pipeline.output.validation_fraction)
-                    {
-                        2
-                    } else {
-                        1
-                    };
-                    full.clear();
-                    sagemaker.clear();
-                    columns.render(&r, &mut full, &mut sagemaker);
-                    for (ch, line) in [(0, &full), (split, &sagemaker)] {
+                    let split = if r.validation { 2 } else { 1 };
+                    let (full, sagemaker) = r.text.split_at(r.sagemaker_at);
+                    for (ch, line) in [(0, full), (split, sagemaker)] {
                         let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
                         result.unwrap_or_else(|e| {
                             panic!("cannot write partition {}: {e}", partition_dir(hour))

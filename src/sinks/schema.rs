@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::config::{Encoding, LabelKind, Pipeline};
-use crate::event::{stable_hash, write_num, Value};
-use crate::label::Row;
+use crate::event::{stable_hash, write_num, ValueRef};
+use crate::time::Time;
 
 /// How each feature column is written to the numeric (SageMaker) CSV.
 #[derive(Debug, Clone)]
@@ -40,48 +40,64 @@ impl Columns {
         }
     }
 
-    /// Renders a row's full CSV line (raw values) and its SageMaker line (label first,
-    /// no ids, categoricals hashed), each ending in `\n`. Numbers are formatted once and
-    /// copied to both.
-    pub fn render(&self, r: &Row, full: &mut String, sagemaker: &mut String) {
+    /// Starts a row: its full CSV line (raw values) in `full`, its SageMaker line (label
+    /// first, no ids, categoricals hashed) in `sagemaker`; then one [`Columns::cell`] per
+    /// feature column and [`Columns::end`].
+    pub fn start(
+        &self,
+        example_id: &str,
+        time: Time,
+        label: u32,
+        outcome_count: u32,
+        full: &mut String,
+        sagemaker: &mut String,
+    ) {
         let mut itoa = itoa::Buffer::new();
-        write_csv_field(&r.example_id, full);
-        for n in [r.time, r.label as u64, r.outcome_count as u64] {
+        write_csv_field(example_id, full);
+        for n in [time, label as u64, outcome_count as u64] {
             full.push(',');
             full.push_str(itoa.format(n));
         }
-        sagemaker.push_str(itoa.format(r.label));
-        for (v, enc) in r.features.iter().zip(&self.encodings) {
-            full.push(',');
-            let start = full.len();
-            match v {
-                Value::Str(s) => write_csv_field(s, full),
-                other => other.write_to(full),
+        sagemaker.push_str(itoa.format(label));
+    }
+
+    /// Renders feature column `column` in both lines. Numbers are formatted once and
+    /// copied to both.
+    pub fn cell(&self, column: usize, v: ValueRef<'_>, full: &mut String, sagemaker: &mut String) {
+        full.push(',');
+        let start = full.len();
+        match v {
+            ValueRef::Missing => {}
+            ValueRef::Num(n) => write_num(n, full),
+            ValueRef::Str(s) => write_csv_field(s, full),
+        }
+        match (self.encodings[column], v) {
+            (Encoding::Drop, _) => {}
+            (Encoding::Numeric, ValueRef::Num(_)) => {
+                sagemaker.push(',');
+                sagemaker.push_str(&full[start..]);
             }
-            match (enc, v) {
-                (Encoding::Drop, _) => continue,
-                (Encoding::Numeric, Value::Num(_)) => {
-                    sagemaker.push(',');
-                    sagemaker.push_str(&full[start..]);
+            (Encoding::Numeric, _) => {
+                sagemaker.push(',');
+                if let Some(n) = v.as_num() {
+                    write_num(n, sagemaker);
                 }
-                (Encoding::Numeric, _) => {
-                    sagemaker.push(',');
-                    if let Some(n) = v.as_num() {
-                        write_num(n, sagemaker);
-                    }
-                }
-                (Encoding::Hash, Value::Missing) => sagemaker.push(','),
-                (Encoding::Hash, Value::Str(s)) => {
-                    sagemaker.push(',');
-                    sagemaker.push_str(itoa.format(hash_category(s, self.buckets)));
-                }
-                (Encoding::Hash, Value::Num(_)) => {
-                    let code = hash_category(&full[start..], self.buckets);
-                    sagemaker.push(',');
-                    sagemaker.push_str(itoa.format(code));
-                }
+            }
+            (Encoding::Hash, ValueRef::Missing) => sagemaker.push(','),
+            (Encoding::Hash, ValueRef::Str(s)) => {
+                sagemaker.push(',');
+                sagemaker.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets)));
+            }
+            (Encoding::Hash, ValueRef::Num(_)) => {
+                let code = hash_category(&full[start..], self.buckets);
+                sagemaker.push(',');
+                sagemaker.push_str(itoa::Buffer::new().format(code));
             }
         }
+    }
+
+    /// Ends both lines.
+    pub fn end(full: &mut String, sagemaker: &mut String) {
         full.push('\n');
         sagemaker.push('\n');
     }

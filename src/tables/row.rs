@@ -12,7 +12,6 @@
 //! So `get(as_of = t - 1)` equals the features a training row at `t` carries.
 
 use crate::config::{Agg, FeatureSpec};
-use crate::event::Value;
 use crate::features::agg::{fill_ratios, from_totals, windowed_by_totals, AggState};
 use crate::label::pending::{decode_segment, put_numbers_header, put_optional_number, Dictionary};
 use crate::time::Time;
@@ -79,8 +78,10 @@ pub fn decode<'a>(
 ) -> Vec<Option<f64>> {
     let numbers = |bytes: &[u8]| -> Vec<Option<f64>> {
         let mut stored = Vec::new();
-        decode_segment(bytes, 0, &Dictionary::default(), &mut stored);
-        stored.into_iter().map(|v: Value| v.as_num()).collect()
+        decode_segment(bytes, 0, &Dictionary::default(), |v| {
+            stored.push(v.as_num())
+        });
+        stored
     };
     let now = numbers(bytes);
     // Running totals as of `as_of - window`, per window.
@@ -127,6 +128,7 @@ pub fn decode<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Value;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 

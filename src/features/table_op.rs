@@ -388,13 +388,15 @@ impl Tables {
         }
     }
 
-    /// Processes the buffered records with a time before `watermark`, in time order, and
+    /// Processes the buffered records with a time before `watermark`, in time order (the
+    /// others stay, `buffered_min` set to their earliest time), and
     /// returns the table values of their lookups, one batch per label-join worker (one
     /// encoded segment per table an example was looked up in; ratios are left out and
     /// recomputed at emission).
     fn process_before(
         &mut self,
         buffer: &mut Vec<TableRecord>,
+        buffered_min: &mut Option<Time>,
         ready: &mut Vec<TableRecord>,
         watermark: Time,
         peers: usize,
@@ -402,7 +404,16 @@ impl Tables {
         // `ready` keeps its capacity between passes: a fresh multi-megabyte vector per pass
         // was fresh pages for the kernel to zero.
         ready.clear();
-        ready.extend(buffer.extract_if(.., |r| r.time < watermark));
+        let mut rest = Time::MAX;
+        ready.extend(buffer.extract_if(.., |r| {
+            rest = if r.time < watermark {
+                rest
+            } else {
+                rest.min(r.time)
+            };
+            r.time < watermark
+        }));
+        *buffered_min = (!buffer.is_empty()).then_some(rest);
         let (places, order, runs) = processing_order(ready);
         let mut fragments = FragmentsBuilder::new(peers);
         let mut candidates = Vec::with_capacity(runs.len());
@@ -584,6 +595,9 @@ pub fn table_operator<'scope>(
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
         let mut buffer: Vec<TableRecord> = Vec::new();
+        // The earliest time in `buffer`, kept as records come and go: scanning the buffer
+        // at every activation was most of its cost.
+        let mut buffered_min: Option<Time> = None;
         let mut ready = Vec::new();
         let mut done_below = 0;
         let mut wake_at: Option<Instant> = None;
@@ -591,12 +605,23 @@ pub fn table_operator<'scope>(
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
+                let min = data.iter().map(|r| r.time).min();
+                buffered_min = match (buffered_min, min) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 buffer.append(data);
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark != done_below {
                 done_below = watermark;
-                let fragments = tables.process_before(&mut buffer, &mut ready, watermark, peers);
+                let fragments = tables.process_before(
+                    &mut buffer,
+                    &mut buffered_min,
+                    &mut ready,
+                    watermark,
+                    peers,
+                );
                 if let Some(cap) = held.get() {
                     output.session(cap).give_iterator(fragments);
                 }
@@ -611,7 +636,7 @@ pub fn table_operator<'scope>(
                 Some(_) => {}
                 None => wake_at = None,
             }
-            held.settle(buffer.iter().map(|r| r.time).min());
+            held.settle(buffered_min);
         }
     })
 }

@@ -319,4 +319,30 @@ mod tests {
         );
         assert_eq!(w.remove(&slot).0, long);
     }
+
+    #[test]
+    fn buffers_start_at_the_typical_size_and_grow_past_it_intact() {
+        let mut w = WaitingExamples::default();
+        // A block of finished examples with 20 segment bytes each sets the typical size.
+        for i in 0..TYPICAL_EVERY {
+            let id = format!("e{i}");
+            let (slot, _) = w.append(Id::new(&id), Some(1), |b| b.extend([7; 20]));
+            w.remove(&slot);
+        }
+        let typical = ID + "e0".len() + 20;
+        assert!((typical..typical + 8).contains(&w.typical), "{}", w.typical);
+        // A new example gets that size at once; appends fit until they do not.
+        let (slot, _) = w.append(Id::new("x"), None, |b| b.extend([1; 5]));
+        let capacity = w.main.get(Id::new("x").hash).unwrap().len();
+        assert_eq!(capacity, w.typical);
+        w.append(Id::new("x"), Some(9), |b| b.extend([2; 5]));
+        w.append(Id::new("x"), None, |b| b.extend([3; 40]));
+        let e = w.get(Id::new("x")).unwrap();
+        let mut want = vec![1; 5];
+        want.extend([2; 5]);
+        want.extend([3; 40]);
+        assert_eq!((e.time(), e.id(), e.segments()), (9, "x", &want[..]));
+        w.remove(&slot);
+        assert_eq!(w.buffer_bytes, 0, "every byte held is accounted for");
+    }
 }

@@ -4,4 +4,5 @@ pub mod agg;
 pub mod derived;
 pub mod fragments;
 pub mod keyed;
+pub mod records;
 pub mod table_op;

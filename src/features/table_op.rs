@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
@@ -15,204 +13,15 @@ use timely::dataflow::StreamVec;
 use super::agg::{windowed_by_totals, AggState};
 use super::fragments::{Fragments, FragmentsBuilder};
 use super::keyed::{Candidate, KeyedStates};
+use super::records::{processing_order, Place, TableRecord};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
-use crate::event::{stable_hash, Event, Value};
+use crate::event::{stable_hash, Value};
 use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
 use crate::tables::{row, TableStore};
 use crate::time::Time;
-
-/// An event routed to one table under one key, carrying only what the table reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableRecord {
-    /// Table index.
-    pub table: u16,
-    /// Read the table for this example (the event is an example).
-    pub lookup: bool,
-    /// Apply the event to the table (the table aggregates its stream).
-    pub update: bool,
-    /// Stream of the event.
-    pub stream: u16,
-    /// Event time.
-    pub time: Time,
-    /// Key value (key fields joined by `|`).
-    pub key: CompactString,
-    /// [`stable_hash`] of the key: routes the record and orders keys cheaply.
-    pub key_hash: u64,
-    /// Event id (the example id for lookups; orders same-time updates).
-    pub id: CompactString,
-    /// Updates: the [`AggState::input`] of each table feature that reads this stream with a
-    /// field (`None`: skipped), worked out by the splitting worker. Inline: most streams
-    /// feed a table one or two such features, and a vector was an allocation per record.
-    pub values: SmallVec<[Option<f64>; 2]>,
-}
-
-impl TableRecord {
-    /// Processing order: by time, then table and key (one state lookup per run; keys by
-    /// hash first, as their order between them does not matter), then same-time updates
-    /// by (stream, id).
-    fn order(&self, other: &Self) -> std::cmp::Ordering {
-        (self.time, self.table, self.key_hash)
-            .cmp(&(other.time, other.table, other.key_hash))
-            .then_with(|| {
-                (&self.key, self.stream, &self.id).cmp(&(&other.key, other.stream, &other.id))
-            })
-    }
-}
-
-/// Where a record goes in processing order, read from it once. Sorting these leaves the
-/// records where they are: sorting references instead read two random records per
-/// comparison, and walking them in sorted order missed the cache on each record.
-#[derive(Debug, Clone, Copy)]
-struct Place {
-    time: Time,
-    key_hash: u64,
-    /// Index of the record.
-    ix: u32,
-    table: u16,
-}
-
-impl Place {
-    fn order(&self) -> (Time, u16, u64) {
-        (self.time, self.table, self.key_hash)
-    }
-}
-
-/// The records of `ready` in processing order ([`TableRecord::order`]), each one's place,
-/// and the runs of one (time, table, key) as ranges of that order.
-fn processing_order(ready: &[TableRecord]) -> (Vec<Place>, Vec<&TableRecord>, Vec<Range<usize>>) {
-    let mut places: Vec<Place> = ready
-        .iter()
-        .enumerate()
-        .map(|(ix, r)| Place {
-            time: r.time,
-            key_hash: r.key_hash,
-            ix: ix as u32,
-            table: r.table,
-        })
-        .collect();
-    places.sort_unstable_by_key(Place::order);
-    let mut order: Vec<&TableRecord> = places.iter().map(|p| &ready[p.ix as usize]).collect();
-    let mut runs = Vec::new();
-    let mut start = 0;
-    while start < places.len() {
-        let first = places[start].order();
-        let end = start
-            + places[start..]
-                .iter()
-                .take_while(|p| p.order() == first)
-                .count();
-        // Equal (time, table, hash): one key's same-time records (or, rarely, colliding
-        // keys), ordered by key, stream and id, and split where the key changes.
-        order[start..end].sort_unstable_by(|a, b| a.order(b));
-        for run in order[start..end].chunk_by(|a, b| a.key == b.key) {
-            runs.push(start..start + run.len());
-            start += run.len();
-        }
-    }
-    (places, order, runs)
-}
-
-/// The key fields of an event joined by `|`; `None` if one is missing.
-fn key_of(fields: &[usize], ev: &Event) -> Option<CompactString> {
-    if let [f] = fields {
-        if let Value::Str(s) = &ev.fields[*f] {
-            return Some(s.clone());
-        }
-    }
-    let mut key = CompactString::default();
-    for (i, &f) in fields.iter().enumerate() {
-        if i > 0 {
-            key.push('|');
-        }
-        match &ev.fields[f] {
-            Value::Str(s) => key.push_str(s),
-            Value::Num(n) => key.push_str(&n.to_string()),
-            Value::Missing => return None, // required fields: the source rejects these
-        }
-    }
-    Some(key)
-}
-
-/// Where the events of each stream go: the tables they are examples for (lookup) or
-/// that aggregate them (update), worked out once from the pipeline.
-pub struct Routes {
-    /// Per stream: its tables.
-    per_stream: Vec<Vec<Route>>,
-}
-
-/// One table an event stream goes to.
-struct Route {
-    table: u16,
-    lookup: bool,
-    update: bool,
-    /// Key fields of the stream.
-    key: Vec<usize>,
-    /// Updates: each feature that aggregates a field, and that field (in feature order).
-    values: Vec<(FeatureSpec, usize)>,
-}
-
-impl Routes {
-    /// The routes of every stream of `p`.
-    pub fn new(p: &Pipeline) -> Self {
-        let per_stream = (0..p.streams.len())
-            .map(|stream| {
-                let lookup = stream == p.label.example_stream;
-                p.tables
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(ti, t)| {
-                        let reads: Vec<&FeatureSpec> = t
-                            .features
-                            .iter()
-                            .filter(|f| f.ratio.is_none() && f.stream == stream)
-                            .collect();
-                        let update = !reads.is_empty();
-                        let key = t.key_fields[stream].clone()?;
-                        (lookup || update).then(|| Route {
-                            table: ti as u16,
-                            lookup,
-                            update,
-                            key,
-                            values: reads
-                                .iter()
-                                .filter_map(|f| Some(((*f).clone(), f.field?)))
-                                .collect(),
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        Routes { per_stream }
-    }
-
-    /// Appends an event's records: one per table it is an example for or that aggregates
-    /// its stream (or both).
-    pub fn route(&self, ev: &Event, out: &mut Vec<TableRecord>) {
-        for r in &self.per_stream[ev.stream as usize] {
-            let Some(key) = key_of(&r.key, ev) else {
-                continue;
-            };
-            out.push(TableRecord {
-                key_hash: stable_hash(key.as_bytes()),
-                table: r.table,
-                lookup: r.lookup,
-                update: r.update,
-                stream: ev.stream,
-                time: ev.time,
-                key,
-                id: ev.id.clone(),
-                values: r
-                    .values
-                    .iter()
-                    .map(|(f, ix)| AggState::input(f, &ev.fields[*ix]))
-                    .collect(),
-            });
-        }
-    }
-}
 
 /// State of every table on this worker: key -> one state per feature.
 pub struct Tables {

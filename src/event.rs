@@ -20,10 +20,15 @@ pub enum Value {
 impl Value {
     /// The number, if this is one or is text that reads as one.
     pub fn as_num(&self) -> Option<f64> {
+        self.as_ref().as_num()
+    }
+
+    /// The value borrowed.
+    pub fn as_ref(&self) -> ValueRef<'_> {
         match self {
-            Value::Num(n) => Some(*n),
-            Value::Str(s) => s.trim().parse().ok(),
-            Value::Missing => None,
+            Value::Missing => ValueRef::Missing,
+            Value::Num(n) => ValueRef::Num(*n),
+            Value::Str(s) => ValueRef::Str(s),
         }
     }
 
@@ -32,15 +37,6 @@ impl Value {
         match self {
             Value::Str(s) => Some(s),
             _ => None,
-        }
-    }
-
-    /// Renders the value for the full CSV (missing = empty).
-    pub fn write_to(&self, out: &mut String) {
-        match self {
-            Value::Missing => {}
-            Value::Num(n) => write_num(*n, out),
-            Value::Str(s) => out.push_str(s),
         }
     }
 
@@ -66,21 +62,12 @@ pub enum ValueRef<'a> {
 }
 
 impl ValueRef<'_> {
-    /// The number, if this is one or is text that reads as one (as [`Value::as_num`]).
+    /// The number, if this is one or is text that reads as one.
     pub fn as_num(&self) -> Option<f64> {
         match self {
             ValueRef::Num(n) => Some(*n),
             ValueRef::Str(s) => s.trim().parse().ok(),
             ValueRef::Missing => None,
-        }
-    }
-
-    /// An owned copy.
-    pub fn to_value(&self) -> Value {
-        match self {
-            ValueRef::Missing => Value::Missing,
-            ValueRef::Num(n) => Value::Num(*n),
-            ValueRef::Str(s) => Value::Str((*s).into()),
         }
     }
 }

@@ -54,15 +54,12 @@ impl TableRecord {
 /// records where they are: sorting references instead read two random records per
 /// comparison, and walking them in sorted order missed the cache on each record.
 #[derive(Debug, Clone, Copy)]
-pub struct Place {
-    /// Record time.
-    pub time: Time,
-    /// Record key hash.
-    pub key_hash: u64,
+struct Place {
+    time: Time,
+    key_hash: u64,
     /// Index of the record.
-    pub ix: u32,
-    /// Record table.
-    pub table: u16,
+    ix: u32,
+    table: u16,
 }
 
 impl Place {
@@ -71,11 +68,19 @@ impl Place {
     }
 }
 
-/// The records of `ready` in processing order ([`TableRecord::order`]), each one's place,
-/// and the runs of one (time, table, key) as ranges of that order.
-pub fn processing_order(
-    ready: &[TableRecord],
-) -> (Vec<Place>, Vec<&TableRecord>, Vec<Range<usize>>) {
+/// The records of one (time, table, key), as a range of the processing order.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Where its records are in the order.
+    pub records: Range<usize>,
+    /// Table of the run.
+    pub table: u16,
+    /// [`stable_hash`] of its key.
+    pub key_hash: u64,
+}
+
+/// The records of `ready` in processing order ([`TableRecord::order`]), and its runs.
+pub fn processing_order(ready: &[TableRecord]) -> (Vec<&TableRecord>, Vec<Run>) {
     let mut places: Vec<Place> = ready
         .iter()
         .enumerate()
@@ -91,21 +96,25 @@ pub fn processing_order(
     let mut runs = Vec::new();
     let mut start = 0;
     while start < places.len() {
-        let first = places[start].order();
+        let first = places[start];
         let end = start
             + places[start..]
                 .iter()
-                .take_while(|p| p.order() == first)
+                .take_while(|p| p.order() == first.order())
                 .count();
         // Equal (time, table, hash): one key's same-time records (or, rarely, colliding
         // keys), ordered by key, stream and id, and split where the key changes.
         order[start..end].sort_unstable_by(|a, b| a.order(b));
         for run in order[start..end].chunk_by(|a, b| a.key == b.key) {
-            runs.push(start..start + run.len());
+            runs.push(Run {
+                records: start..start + run.len(),
+                table: first.table,
+                key_hash: first.key_hash,
+            });
             start += run.len();
         }
     }
-    (places, order, runs)
+    (order, runs)
 }
 
 /// The key fields of an event joined by `|`; `None` if one is missing.

@@ -1,7 +1,6 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
 use rustc_hash::FxHashSet as HashSet;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use timely::dataflow::StreamVec;
 use super::agg::{windowed_by_totals, AggState};
 use super::fragments::{Fragments, FragmentsBuilder};
 use super::keyed::{Candidate, KeyedStates};
-use super::records::{processing_order, Place, TableRecord};
+use super::records::{processing_order, Run, TableRecord};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
@@ -197,43 +196,27 @@ impl Tables {
         }
     }
 
-    /// Processes the buffered records with a time before `watermark`, in time order (the
-    /// others stay, `buffered_min` set to their earliest time), and
-    /// returns the table values of their lookups, one batch per label-join worker (one
-    /// encoded segment per table an example was looked up in; ratios are left out and
-    /// recomputed at emission).
-    fn process_before(
+    /// Processes the `ready` records (all before the watermark) in time order, and returns
+    /// the table values of their lookups, one batch per label-join worker (one encoded
+    /// segment per table an example was looked up in; ratios are left out and recomputed
+    /// at emission).
+    fn process(
         &mut self,
-        buffer: &mut Vec<TableRecord>,
-        buffered_min: &mut Option<Time>,
-        ready: &mut Vec<TableRecord>,
+        ready: &[TableRecord],
         watermark: Time,
         peers: usize,
-    ) -> impl Iterator<Item = Fragments> {
-        // `ready` keeps its capacity between passes: a fresh multi-megabyte vector per pass
-        // was fresh pages for the kernel to zero.
-        ready.clear();
-        let mut rest = Time::MAX;
-        ready.extend(buffer.extract_if(.., |r| {
-            rest = if r.time < watermark {
-                rest
-            } else {
-                rest.min(r.time)
-            };
-            r.time < watermark
-        }));
-        *buffered_min = (!buffer.is_empty()).then_some(rest);
-        let (places, order, runs) = processing_order(ready);
+    ) -> impl Iterator<Item = Fragments> + use<> {
+        let (order, runs) = processing_order(ready);
         let mut fragments = FragmentsBuilder::new(peers);
         let mut candidates = Vec::with_capacity(runs.len());
         for (i, run) in runs.iter().enumerate() {
-            self.fetch_ahead(&places, &order, &runs, i, &mut candidates);
-            let run = &order[run.clone()];
+            self.fetch_ahead(&order, &runs, i, &mut candidates);
+            let run = &order[run.records.clone()];
             self.expire_before(run[0].time);
             self.process_run(run, candidates[i], &mut fragments);
         }
         self.expire_before(watermark);
-        if let (Some(first), Some(last)) = (places.first(), places.last()) {
+        if let (Some(first), Some(last)) = (order.first(), order.last()) {
             self.observe_event_times(first.time, last.time);
         }
         fragments.finish()
@@ -244,24 +227,22 @@ impl Tables {
     /// buffers), so the cache misses of many keys overlap instead of adding up.
     fn fetch_ahead(
         &self,
-        places: &[Place],
         order: &[&TableRecord],
-        runs: &[Range<usize>],
+        runs: &[Run],
         i: usize,
         candidates: &mut Vec<Candidate>,
     ) {
-        let keyed = |run: &Range<usize>| &self.state[places[run.start].table as usize];
-        let hash = |run: &Range<usize>| places[run.start].key_hash;
+        let keyed = |run: &Run| &self.state[run.table as usize];
         if let Some(run) = runs.get(i + AHEAD) {
-            keyed(run).prefetch_slot(hash(run));
-            for &r in &order[run.clone()] {
+            keyed(run).prefetch_slot(run.key_hash);
+            for &r in &order[run.records.clone()] {
                 prefetch(r, lines(std::mem::size_of::<TableRecord>()));
             }
         }
         let until = (i + AHEAD * 3 / 4 + 1).min(runs.len());
         while candidates.len() < until {
             let run = &runs[candidates.len()];
-            let c = keyed(run).candidate(hash(run));
+            let c = keyed(run).candidate(run.key_hash);
             keyed(run).prefetch_entry(c);
             candidates.push(c);
         }
@@ -385,6 +366,39 @@ impl Drop for Tables {
     }
 }
 
+/// Records waiting for the watermark to pass their time, and the earliest of their times
+/// (kept as records come and go, so an activation costs its new records, not a scan of
+/// every waiting one).
+#[derive(Default)]
+struct Buffer {
+    records: Vec<TableRecord>,
+    min: Option<Time>,
+}
+
+impl Buffer {
+    fn append(&mut self, data: &mut Vec<TableRecord>) {
+        if let Some(t) = data.iter().map(|r| r.time).min() {
+            self.min = Some(self.min.map_or(t, |m| m.min(t)));
+        }
+        self.records.append(data);
+    }
+
+    /// Moves the records before `watermark` into `ready` (cleared first; it keeps its
+    /// capacity between passes: a fresh multi-megabyte vector per pass was fresh pages for
+    /// the kernel to zero).
+    fn take_before(&mut self, watermark: Time, ready: &mut Vec<TableRecord>) {
+        ready.clear();
+        let mut rest: Option<Time> = None;
+        ready.extend(self.records.extract_if(.., |r| {
+            if r.time >= watermark {
+                rest = Some(rest.map_or(r.time, |m| m.min(r.time)));
+            }
+            r.time < watermark
+        }));
+        self.min = rest;
+    }
+}
+
 /// The table operator. Records are exchanged by (table, key); each worker buffers them until
 /// the watermark passes their time, then per time in order: first answers that time's lookups
 /// (state of strictly earlier events), then applies its updates in (stream, id) order.
@@ -403,10 +417,7 @@ pub fn table_operator<'scope>(
         let activator = scope.activator_for(info.address);
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
-        let mut buffer: Vec<TableRecord> = Vec::new();
-        // The earliest time in `buffer`, kept as records come and go: scanning the buffer
-        // at every activation was most of its cost.
-        let mut buffered_min: Option<Time> = None;
+        let mut buffer = Buffer::default();
         let mut ready = Vec::new();
         let mut done_below = 0;
         let mut wake_at: Option<Instant> = None;
@@ -414,23 +425,13 @@ pub fn table_operator<'scope>(
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
-                let min = data.iter().map(|r| r.time).min();
-                buffered_min = match (buffered_min, min) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
                 buffer.append(data);
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark != done_below {
                 done_below = watermark;
-                let fragments = tables.process_before(
-                    &mut buffer,
-                    &mut buffered_min,
-                    &mut ready,
-                    watermark,
-                    peers,
-                );
+                buffer.take_before(watermark, &mut ready);
+                let fragments = tables.process(&ready, watermark, peers);
                 if let Some(cap) = held.get() {
                     output.session(cap).give_iterator(fragments);
                 }
@@ -445,7 +446,7 @@ pub fn table_operator<'scope>(
                 Some(_) => {}
                 None => wake_at = None,
             }
-            held.settle(buffered_min);
+            held.settle(buffer.min);
         }
     })
 }

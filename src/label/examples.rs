@@ -107,16 +107,12 @@ fn used(buf: &[u8]) -> usize {
 /// A new buffer of `size` bytes or more: unknown time, no outcomes, the id (empty for
 /// overflow entries), then `first`.
 fn new_buffer(id: &[u8], first: &[u8], size: usize) -> Box<[u8]> {
-    let used = ID + id.len() + first.len();
-    let mut buf = Vec::with_capacity(size.max(used));
-    buf.extend_from_slice(&Time::MAX.to_le_bytes());
-    buf.extend_from_slice(&0u32.to_le_bytes());
-    buf.extend_from_slice(&(used as u32).to_le_bytes());
-    buf.push(id.len() as u8);
-    buf.extend_from_slice(id);
-    buf.extend_from_slice(first);
-    buf.resize(buf.capacity(), 0);
-    buf.into_boxed_slice()
+    let used = (ID + id.len() + first.len()) as u32;
+    let mut header = [0u8; ID];
+    header[..OUTCOMES].copy_from_slice(&Time::MAX.to_le_bytes());
+    header[USED..ID_LEN].copy_from_slice(&used.to_le_bytes());
+    header[ID_LEN] = id.len() as u8;
+    with_room(&[&header, id, first], size)
 }
 
 /// Appends `more` to the used bytes of `buf`, in place if it has room, else in a new buffer
@@ -124,13 +120,19 @@ fn new_buffer(id: &[u8], first: &[u8], size: usize) -> Box<[u8]> {
 fn append_to(buf: &mut Box<[u8]>, more: &[u8], size: usize) {
     let (start, end) = (used(buf), used(buf) + more.len());
     if end > buf.len() {
-        let mut v = Vec::with_capacity(size.max(end));
-        v.extend_from_slice(&buf[..start]);
-        v.resize(v.capacity(), 0);
-        *buf = v.into_boxed_slice();
+        *buf = with_room(&[&buf[..start]], size.max(end));
     }
     buf[start..end].copy_from_slice(more);
     buf[USED..ID_LEN].copy_from_slice(&(end as u32).to_le_bytes());
+}
+
+/// `parts` back to back in a buffer of `size` bytes, or of their length if longer.
+fn with_room(parts: &[&[u8]], size: usize) -> Box<[u8]> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = Vec::with_capacity(size.max(len));
+    parts.iter().for_each(|p| buf.extend_from_slice(p));
+    buf.resize(size.max(len), 0);
+    buf.into_boxed_slice()
 }
 
 impl WaitingExamples {

@@ -213,27 +213,37 @@ impl LabelState {
         }
         let mut i = 0;
         for x in data.drain(..) {
-            if let LabelInput::Fragments(f) = x {
-                for (id, hash, segments) in f.iter() {
+            match x {
+                LabelInput::Example { id, time, features } => {
                     self.fetch_ahead(&hashes, i);
-                    self.receive_segments(Id { text: id, hash }, segments);
+                    let key = Id {
+                        text: &id,
+                        hash: hashes[i],
+                    };
+                    self.receive_example(key, time, &features);
                     i += 1;
                 }
-            } else {
-                self.fetch_ahead(&hashes, i);
-                self.receive(x, hashes[i]);
-                i += 1;
+                LabelInput::Outcome {
+                    example_id,
+                    id,
+                    time,
+                } => {
+                    self.fetch_ahead(&hashes, i);
+                    let key = Id {
+                        text: &example_id,
+                        hash: hashes[i],
+                    };
+                    self.receive_outcome(key, id, time);
+                    i += 1;
+                }
+                LabelInput::Fragments(f) => {
+                    for (id, hash, segments) in f.iter() {
+                        self.fetch_ahead(&hashes, i);
+                        self.receive_segments(Id { text: id, hash }, segments);
+                        i += 1;
+                    }
+                }
             }
-        }
-    }
-
-    /// Appends table segments to an example's buffer.
-    fn receive_segments(&mut self, key: Id, segments: &[u8]) {
-        let (_, created) = self
-            .examples
-            .append(key, None, |out| out.extend_from_slice(segments));
-        if created {
-            self.pending_changed(1);
         }
     }
 
@@ -247,61 +257,55 @@ impl LabelState {
         }
     }
 
-    /// Receives one input; `hash` is the [`stable_hash`] of its example id.
-    fn receive(&mut self, input: LabelInput, hash: u64) {
-        match input {
-            LabelInput::Example { id, time, features } => {
-                let dict = &mut self.dictionary;
-                let key = Id { text: &id, hash };
-                let (slot, created) = self.examples.append(key, Some(time), |out| {
-                    put_segment(out, dict, EVENT_SEGMENT, features.iter())
-                });
-                match slot {
-                    Slot::Main(hash) => self.deadlines.push(time + self.window(), hash),
-                    Slot::Overflow(id) => self.overflow_deadlines.push(time + self.window(), id),
+    /// Receives an example at `time` with its event features.
+    fn receive_example(&mut self, key: Id, time: Time, features: &[Value]) {
+        let dict = &mut self.dictionary;
+        let (slot, created) = self.examples.append(key, Some(time), |out| {
+            put_segment(out, dict, EVENT_SEGMENT, features.iter())
+        });
+        match slot {
+            Slot::Main(hash) => self.deadlines.push(time + self.window(), hash),
+            Slot::Overflow(id) => self.overflow_deadlines.push(time + self.window(), id),
+        }
+        if created {
+            self.pending_changed(1);
+        }
+        for (t, oid) in self.waiting.remove(key.text).unwrap_or_default() {
+            self.count(key, time, &oid, t);
+        }
+    }
+
+    /// Receives outcome `id` at `time`, naming example `key`.
+    fn receive_outcome(&mut self, key: Id, id: CompactString, time: Time) {
+        match self.examples.get(key).map(|e| e.time()) {
+            Some(t_i) if t_i != Time::MAX => self.count(key, t_i, &id, time),
+            // Remembered finished examples explain outcomes up to `outcome_lookback`
+            // after the window; the bound keeps this independent of when ids are forgotten.
+            _ => match self.finished.get(&key.hash) {
+                Some(&t_i)
+                    if time <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
+                {
+                    self.unmatched("outside_window", key.text, &id, time, Some(t_i))
                 }
-                if created {
-                    self.pending_changed(1);
+                _ => {
+                    let example_id = CompactString::from(key.text);
+                    self.waiting
+                        .entry(example_id.clone())
+                        .or_default()
+                        .push((time, id));
+                    self.orphan_checks.push(time, example_id);
                 }
-                for (t, oid) in self.waiting.remove(&id).unwrap_or_default() {
-                    self.count(key, time, &oid, t);
-                }
-            }
-            LabelInput::Outcome {
-                example_id,
-                id,
-                time,
-            } => {
-                let key = Id {
-                    text: &example_id,
-                    hash,
-                };
-                match self.examples.get(key).map(|e| e.time()) {
-                    Some(t_i) if t_i != Time::MAX => self.count(key, t_i, &id, time),
-                    // Remembered finished examples explain outcomes up to `outcome_lookback`
-                    // after the window; the bound keeps this independent of when ids are forgotten.
-                    _ => match self.finished.get(&hash) {
-                        Some(&t_i)
-                            if time
-                                <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
-                        {
-                            self.unmatched("outside_window", &example_id, &id, time, Some(t_i))
-                        }
-                        _ => {
-                            self.waiting
-                                .entry(example_id.clone())
-                                .or_default()
-                                .push((time, id));
-                            self.orphan_checks.push(time, example_id);
-                        }
-                    },
-                }
-            }
-            LabelInput::Fragments(f) => {
-                for (id, hash, segments) in f.iter() {
-                    self.receive_segments(Id { text: id, hash }, segments);
-                }
-            }
+            },
+        }
+    }
+
+    /// Appends table segments to an example's buffer.
+    fn receive_segments(&mut self, key: Id, segments: &[u8]) {
+        let (_, created) = self
+            .examples
+            .append(key, None, |out| out.extend_from_slice(segments));
+        if created {
+            self.pending_changed(1);
         }
     }
 

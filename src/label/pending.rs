@@ -186,7 +186,13 @@ mod tests {
         while pos < bytes.len() {
             let tag = bytes[pos];
             let mut values = Vec::new();
-            pos = decode_segment(bytes, pos, dict, |v| values.push(v.to_value()));
+            pos = decode_segment(bytes, pos, dict, |v| {
+                values.push(match v {
+                    ValueRef::Missing => Value::Missing,
+                    ValueRef::Num(n) => Value::Num(n),
+                    ValueRef::Str(s) => Value::Str(s.into()),
+                })
+            });
             out.push((tag, values));
         }
         out

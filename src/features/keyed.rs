@@ -159,6 +159,11 @@ impl KeyedStates {
         e
     }
 
+    /// The key of an entry.
+    pub fn key(&self, e: usize) -> &CompactString {
+        &self.keys[e].1
+    }
+
     /// The states of an entry.
     pub fn row(&mut self, e: usize) -> &mut [AggState] {
         &mut self.states[e * self.stride..(e + 1) * self.stride]

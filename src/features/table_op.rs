@@ -4,7 +4,6 @@ use rustc_hash::FxHashSet as HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compact_str::CompactString;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
@@ -16,7 +15,7 @@ use super::records::{processing_order, Run, TableRecord};
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
-use crate::event::{stable_hash, Value};
+use crate::event::Value;
 use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
 use crate::tables::{row, TableStore};
@@ -38,9 +37,9 @@ struct Versions {
     /// leaves its window, at `time + window`: each key with events in such a window has
     /// exactly one entry here, at the next such instant (rescheduled when it fires).
     /// Windowed counts, sums and means need none: versions keep running totals.
-    expiries: TimeQueue<(u16, CompactString)>,
-    /// Keys with an entry in `expiries`.
-    scheduled: HashSet<(u16, CompactString)>,
+    expiries: TimeQueue<(u16, u32)>,
+    /// Keys (table, entry) with an entry in `expiries`.
+    scheduled: HashSet<(u16, u32)>,
     /// Per table: whether any feature needs [`Versions::expiries`].
     expiring: Vec<bool>,
     /// When pending versions were last written.
@@ -48,32 +47,40 @@ struct Versions {
 }
 
 /// Versions of one table waiting for their write: encoded rows back to back in one buffer
-/// (no allocation per version).
+/// (no allocation per version), each naming its key by the entry number of its state
+/// (16 bytes a version besides its row, no copy of the key).
 #[derive(Default)]
 struct PendingRows {
-    /// Per version: key, version time, end of its row in `rows`.
-    versions: Vec<(CompactString, Time, usize)>,
+    /// Per version: entry of its key, length of its row in `rows`, version time.
+    versions: Vec<(u32, u32, Time)>,
     rows: Vec<u8>,
 }
 
 impl PendingRows {
-    /// Adds the version of `key` at `time`, its row encoded from `states`.
-    fn push(&mut self, key: CompactString, time: Time, spec: &TableSpec, states: &mut [AggState]) {
+    /// Adds the version of entry `entry` at `time`, its row encoded from `states`.
+    fn push(&mut self, entry: usize, time: Time, spec: &TableSpec, states: &mut [AggState]) {
+        let start = self.rows.len();
         row::encode(&spec.features, states, time, &mut self.rows);
-        self.versions.push((key, time, self.rows.len()));
+        let len = u32::try_from(self.rows.len() - start).expect("a row under 4 GiB");
+        self.versions.push((entry as u32, len, time));
     }
 
-    /// Each version as (key, time, row).
-    fn iter(&self) -> impl Iterator<Item = (&[u8], Time, &[u8])> {
-        let starts = std::iter::once(0).chain(self.versions.iter().map(|v| v.2));
+    /// Each version as (entry, time, row).
+    fn numbered(&self) -> Vec<(u32, Time, &[u8])> {
+        let mut start = 0;
         self.versions
             .iter()
-            .zip(starts)
-            .map(|((key, time, end), start)| (key.as_bytes(), *time, &self.rows[start..*end]))
+            .map(|&(entry, len, time)| {
+                let row = &self.rows[start..start + len as usize];
+                start += len as usize;
+                (entry, time, row)
+            })
+            .collect()
     }
 
-    fn len(&self) -> usize {
-        self.versions.len()
+    /// Memory held by the versions.
+    fn bytes(&self) -> usize {
+        self.versions.len() * std::mem::size_of::<(u32, u32, Time)>() + self.rows.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -86,31 +93,62 @@ impl PendingRows {
     }
 }
 
-/// Pending versions past this many are written out at once (the last pass of a replay
-/// writes every remaining window expiry at once).
-const PENDING_LIMIT: usize = 500_000;
+/// Pending versions past this many bytes (per worker) are written out at once.
+const PENDING_BYTES: usize = 64 << 20;
 
 /// How many runs ahead of its turn a key's index slot is fetched into cache (its row
 /// 3/4 as far ahead, its sets and windows half, their buffers a quarter).
 const AHEAD: usize = 16;
 
-/// Versions are written at most this often (processing time). Each write is one table
-/// file per table, so fewer writes make larger files and pack more of a key's versions
-/// into one entry; 1 s keeps versions inside the API's 2 s visibility budget (DESIGN.md).
+/// Versions are written at most this often (processing time) while the job is live: 1 s
+/// keeps them inside the API's 2 s visibility budget (DESIGN.md).
 pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// ... and at most this often while it replays history (its watermark more than
+/// [`CATCH_UP_LAG`] behind the clock), where nothing waits on visibility. Each write is a
+/// table file per table, and every file is a sorted run that compactions merge: fewer,
+/// larger files are fewer merges (replays with the state -11 % wall, docs/PERFORMANCE.md).
+pub const CATCH_UP_WRITE_EVERY: Duration = Duration::from_secs(4);
+
+/// A watermark further than this behind the clock means the job is replaying history.
+pub const CATCH_UP_LAG: Duration = Duration::from_secs(300);
+
+/// How long versions may wait at `watermark`: [`WRITE_EVERY`] when live,
+/// [`CATCH_UP_WRITE_EVERY`] while catching up.
+fn write_interval(watermark: Time) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Time);
+    if now.saturating_sub(watermark) > CATCH_UP_LAG.as_millis() as Time {
+        CATCH_UP_WRITE_EVERY
+    } else {
+        WRITE_EVERY
+    }
+}
 
 impl Versions {
     /// Writes every pending version, one ingested table file per table.
-    fn write_pending(&mut self, pipeline: &Pipeline) {
-        for (spec, pending) in pipeline.tables.iter().zip(self.pending.iter_mut()) {
+    fn write_pending(&mut self, pipeline: &Pipeline, state: &[KeyedStates]) {
+        let tables = pipeline.tables.iter().zip(&mut self.pending).zip(state);
+        for ((spec, pending), keyed) in tables {
             if pending.is_empty() {
                 continue;
             }
-            if let Err(e) = self.store.put_versions(&spec.name, pending.iter()) {
+            let key = |e: u32| keyed.key(e as usize).as_bytes();
+            if let Err(e) = self
+                .store
+                .put_numbered(&spec.name, key, &pending.numbered())
+            {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();
         }
+        self.last_write = Instant::now();
+    }
+
+    /// Memory held by pending versions.
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(PendingRows::bytes).sum()
     }
 }
 
@@ -174,24 +212,19 @@ impl Tables {
             if due.is_empty() {
                 return;
             }
-            for (t, (table, key)) in due.drain(..) {
+            for (t, (table, entry)) in due.drain(..) {
                 let spec = &self.pipeline.tables[table as usize];
-                let keyed = &mut self.state[table as usize];
-                let hash = stable_hash(key.as_bytes());
-                let Some(entry) = keyed.find(hash, &key, Candidate::NONE) else {
-                    continue;
-                };
-                let states = keyed.row(entry);
-                v.pending[table as usize].push(key.clone(), t, spec, states);
+                let states = self.state[table as usize].row(entry as usize);
+                v.pending[table as usize].push(entry as usize, t, spec, states);
                 match next_expiry(&spec.features, states) {
-                    Some(next) => v.expiries.push(next, (table, key)),
+                    Some(next) => v.expiries.push(next, (table, entry)),
                     None => {
-                        v.scheduled.remove(&(table, key));
+                        v.scheduled.remove(&(table, entry));
                     }
                 }
             }
-            if v.pending.iter().map(PendingRows::len).sum::<usize>() > PENDING_LIMIT {
-                v.write_pending(&self.pipeline);
+            if v.pending_bytes() > PENDING_BYTES {
+                v.write_pending(&self.pipeline, &self.state);
             }
         }
     }
@@ -268,13 +301,13 @@ impl Tables {
     fn flush_versions(&mut self, worker: usize, watermark: Time) -> Option<Duration> {
         let v = self.versions.as_mut()?;
         let waiting = v.pending.iter().any(|p| !p.is_empty());
-        let since = v.last_write.elapsed();
-        if waiting && since < WRITE_EVERY && watermark != Time::MAX {
-            return Some(WRITE_EVERY - since);
+        let (since, every) = (v.last_write.elapsed(), write_interval(watermark));
+        let full = v.pending_bytes() > PENDING_BYTES;
+        if waiting && since < every && !full && watermark != Time::MAX {
+            return Some(every - since);
         }
         if waiting {
-            v.write_pending(&self.pipeline);
-            v.last_write = Instant::now();
+            v.write_pending(&self.pipeline, &self.state);
         }
         v.store.mark_written(worker, watermark);
         None
@@ -334,12 +367,13 @@ impl Tables {
             }
         }
         if let Some(v) = self.versions.as_mut() {
-            v.pending[table].push(first.key.clone(), now, spec, states);
+            let entry = entry.expect("a row to update has an entry");
+            v.pending[table].push(entry, now, spec, states);
             if v.expiring[table] {
-                let id = (table as u16, first.key.clone());
+                let id = (table as u16, entry as u32);
                 if !v.scheduled.contains(&id) {
                     if let Some(next) = next_expiry(&spec.features, states) {
-                        v.expiries.push(next, id.clone());
+                        v.expiries.push(next, id);
                         v.scheduled.insert(id);
                     }
                 }
@@ -449,4 +483,53 @@ pub fn table_operator<'scope>(
             held.settle(buffer.min);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_wait_longer_only_while_the_watermark_is_far_behind_the_clock() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as Time;
+        assert_eq!(write_interval(now), WRITE_EVERY);
+        assert_eq!(
+            write_interval(now - 30_000),
+            WRITE_EVERY,
+            "live: out-of-orderness behind"
+        );
+        assert_eq!(write_interval(now - 3_600_000), CATCH_UP_WRITE_EVERY);
+        assert_eq!(write_interval(0), CATCH_UP_WRITE_EVERY);
+    }
+
+    #[test]
+    fn pending_versions_name_their_key_by_entry_and_keep_their_rows_apart() {
+        let count = FeatureSpec {
+            name: "n".into(),
+            agg: crate::config::Agg::Count,
+            stream: 0,
+            field: None,
+            window: None,
+            ratio: None,
+        };
+        let spec = TableSpec {
+            name: "t".into(),
+            key_names: vec!["k".into()],
+            key_fields: vec![Some(vec![])],
+            features: vec![count],
+            retention: None,
+        };
+        let mut states: Vec<AggState> = spec.features.iter().map(AggState::new).collect();
+        let mut p = PendingRows::default();
+        p.push(7, 100, &spec, &mut states);
+        states[0].apply(&spec.features[0], 100, 1.0);
+        p.push(3, 101, &spec, &mut states);
+        let v = p.numbered();
+        assert_eq!((v[0].0, v[0].1, v[1].0, v[1].1), (7, 100, 3, 101));
+        assert_ne!(v[0].2, v[1].2, "each version keeps its own row");
+        assert_eq!(p.bytes(), 2 * 16 + v[0].2.len() + v[1].2.len());
+    }
 }

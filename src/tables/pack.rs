@@ -37,63 +37,74 @@ pub fn encode<'a>(
 /// Packs `versions` `(key, time, row)` by key, keys in stored order (`keys`: length, then
 /// bytes), each key's versions by time (of two at the same time the later one given
 /// wins), and calls `write(key, oldest time, pack)` for each.
-///
-/// Versions are grouped through a hash map, then only the distinct keys are sorted: a
-/// hot key has thousands of versions per write, and a comparison sort of every version
-/// was 15 % of the job's instructions.
-pub fn by_key<E>(
-    versions: &[(&[u8], Time, &[u8])],
-    mut write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
+pub fn by_key<'k, E>(
+    versions: &[(&'k [u8], Time, &[u8])],
+    write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
-    let key_of: Vec<u32> = versions
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let numbered: Vec<(u32, Time, &[u8])> = versions
         .iter()
-        .map(|v| {
-            let next = ids.len() as u32;
-            *ids.entry(v.0).or_insert(next)
+        .map(|&(key, time, row)| {
+            let id = *ids.entry(key).or_insert_with(|| {
+                keys.push(key);
+                keys.len() as u32 - 1
+            });
+            (id, time, row)
         })
         .collect();
-    // Distinct keys in stored order; the first 16 bytes as a number end most comparisons
-    // before a `memcmp` call.
-    let mut keys: Vec<(usize, u128, &[u8], u32)> = ids
-        .into_iter()
-        .map(|(key, id)| (key.len(), head(key), key, id))
+    by_number(&numbered, |id| keys[id as usize], write)
+}
+
+/// [`by_key`] for versions that name their key by a number (`key(number)` gives its
+/// bytes): the job's pending versions carry the entry number of their key's state, which
+/// costs 4 bytes a version instead of a copy of the key.
+///
+/// Versions are grouped by sorting `(number, position)` words, then only the distinct
+/// keys are compared: a hot key has thousands of versions per write, and a comparison
+/// sort of every version by key was 15 % of the job's instructions.
+pub fn by_number<'k, E>(
+    versions: &[(u32, Time, &[u8])],
+    key: impl Fn(u32) -> &'k [u8],
+    mut write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    // Each number's versions together, in the order given.
+    let mut order: Vec<u64> = (0..versions.len())
+        .map(|i| u64::from(versions[i].0) << 32 | i as u64)
         .collect();
-    keys.sort_unstable();
-    let mut rank = vec![0; keys.len()];
-    for (r, k) in keys.iter().enumerate() {
-        rank[k.3 as usize] = r;
+    order.sort_unstable();
+    let position = |word: u64| (word & u64::from(u32::MAX)) as usize;
+    // Distinct keys (first 16 bytes as a number end most comparisons before a `memcmp`)
+    // with their range of `order`, in stored order.
+    let mut groups: Vec<(usize, u128, &[u8], usize, usize)> = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let number = (order[start] >> 32) as u32;
+        let end = start + order[start..].partition_point(|w| (w >> 32) as u32 == number);
+        let k = key(number);
+        groups.push((k.len(), head(k), k, start, end));
+        start = end;
     }
-    // Counting sort by key rank: stable, so each key's versions keep the order given.
-    let mut start = vec![0; keys.len() + 1];
-    for &id in &key_of {
-        start[rank[id as usize] + 1] += 1;
-    }
-    for i in 1..start.len() {
-        start[i] += start[i - 1];
-    }
-    let mut next = start.clone();
-    let mut sorted: Vec<(Time, &[u8])> = vec![(0, &[]); versions.len()];
-    for (v, &id) in versions.iter().zip(&key_of) {
-        let r = rank[id as usize];
-        sorted[next[r]] = (v.1, v.2);
-        next[r] += 1;
-    }
+    groups.sort_unstable();
     let (mut one, mut value): (Vec<(Time, &[u8])>, _) = (Vec::new(), Vec::new());
-    for (r, k) in keys.iter().enumerate() {
-        let group = &mut sorted[start[r]..start[r + 1]];
-        // Stable and linear when already in time order (the job writes them so).
-        group.sort_by_key(|v| v.0);
+    for &(_, _, k, start, end) in &groups {
         one.clear();
-        for &(time, row) in group.iter() {
-            match one.last_mut() {
-                Some(last) if last.0 == time => *last = (time, row),
-                _ => one.push((time, row)),
+        one.extend(order[start..end].iter().map(|&w| {
+            let v = versions[position(w)];
+            (v.1, v.2)
+        }));
+        // Stable and linear when already in time order (the job writes them so).
+        one.sort_by_key(|v| v.0);
+        one.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                *earlier = *later;
             }
-        }
+            same
+        });
         value.clear();
         let oldest = encode(one.iter().copied(), &mut value);
-        write(k.2, oldest, &value)?;
+        write(k, oldest, &value)?;
     }
     Ok(())
 }

@@ -265,18 +265,45 @@ impl TableStore {
         table: &str,
         versions: impl IntoIterator<Item = (&'a [u8], Time, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let cf = self.cf(table)?;
         let versions: Vec<(&[u8], Time, &[u8])> = versions.into_iter().collect();
-        if versions.is_empty() {
+        self.ingest(table, !versions.is_empty(), |put| {
+            pack::by_key(&versions, put)
+        })
+    }
+
+    /// [`TableStore::put_versions`] for versions `(number, time, row)` whose key is
+    /// `key(number)` (see [`pack::by_number`]).
+    pub fn put_numbered<'k>(
+        &self,
+        table: &str,
+        key: impl Fn(u32) -> &'k [u8],
+        versions: &[(u32, Time, &[u8])],
+    ) -> Result<(), StoreError> {
+        self.ingest(table, !versions.is_empty(), |put| {
+            pack::by_number(versions, key, put)
+        })
+    }
+
+    /// Writes the entries `fill` puts (one per key, in stored-key order, as a table file
+    /// requires) to a table file and has RocksDB ingest it.
+    fn ingest(
+        &self,
+        table: &str,
+        any: bool,
+        fill: impl FnOnce(
+            &mut dyn FnMut(&[u8], Time, &[u8]) -> Result<(), rocksdb::Error>,
+        ) -> Result<(), rocksdb::Error>,
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(table)?;
+        if !any {
             return Ok(());
         }
         let path =
             ingest_dir(&self.dir).join(format!("{}.sst", self.ingested.fetch_add(1, Relaxed)));
         let mut file = rocksdb::SstFileWriter::create(sst_options());
         file.open(&path).map_err(|e| rocks(&self.dir, e))?;
-        // One entry per key (see `pack`), in stored-key order, as a table file requires.
         let mut stored = Vec::new();
-        pack::by_key(&versions, |key, oldest, value| {
+        fill(&mut |key, oldest, value| {
             keys::encode(key, oldest, &mut stored);
             file.put(&stored, value)
         })

@@ -37,8 +37,8 @@ pub fn encode<'a>(
 /// Packs `versions` `(key, time, row)` by key, keys in stored order (`keys`: length, then
 /// bytes), each key's versions by time (of two at the same time the later one given
 /// wins), and calls `write(key, oldest time, pack)` for each.
-pub fn by_key<'k, E>(
-    versions: &[(&'k [u8], Time, &[u8])],
+pub fn by_key<E>(
+    versions: &[(&[u8], Time, &[u8])],
     write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();

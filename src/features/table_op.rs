@@ -66,16 +66,13 @@ impl PendingRows {
     }
 
     /// Each version as (entry, time, row).
-    fn numbered(&self) -> Vec<(u32, Time, &[u8])> {
+    fn numbered(&self) -> impl ExactSizeIterator<Item = (u32, Time, &[u8])> {
         let mut start = 0;
-        self.versions
-            .iter()
-            .map(|&(entry, len, time)| {
-                let row = &self.rows[start..start + len as usize];
-                start += len as usize;
-                (entry, time, row)
-            })
-            .collect()
+        self.versions.iter().map(move |&(entry, len, time)| {
+            let row = &self.rows[start..start + len as usize];
+            start += len as usize;
+            (entry, time, row)
+        })
     }
 
     /// Memory held by the versions.
@@ -135,10 +132,7 @@ impl Versions {
                 continue;
             }
             let key = |e: u32| keyed.key(e as usize).as_bytes();
-            if let Err(e) = self
-                .store
-                .put_numbered(&spec.name, key, &pending.numbered())
-            {
+            if let Err(e) = self.store.put_numbered(&spec.name, key, pending.numbered()) {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();
@@ -527,7 +521,7 @@ mod tests {
         p.push(7, 100, &spec, &mut states);
         states[0].apply(&spec.features[0], 100, 1.0);
         p.push(3, 101, &spec, &mut states);
-        let v = p.numbered();
+        let v: Vec<_> = p.numbered().collect();
         assert_eq!((v[0].0, v[0].1, v[1].0, v[1].1), (7, 100, 3, 101));
         assert_ne!(v[0].2, v[1].2, "each version keeps its own row");
         assert_eq!(p.bytes(), 2 * 16 + v[0].2.len() + v[1].2.len());

@@ -15,6 +15,7 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 use crate::varint;
 
@@ -53,46 +54,61 @@ pub fn by_key<E>(
             (id, time, row)
         })
         .collect();
-    by_number(&numbered, |id| keys[id as usize], write)
+    by_number(numbered.into_iter(), |id| keys[id as usize], write)
 }
 
 /// [`by_key`] for versions that name their key by a number (`key(number)` gives its
 /// bytes): the job's pending versions carry the entry number of their key's state, which
 /// costs 4 bytes a version instead of a copy of the key.
 ///
-/// Versions are grouped by sorting `(number, position)` words, then only the distinct
-/// keys are compared: a hot key has thousands of versions per write, and a comparison
-/// sort of every version by key was 15 % of the job's instructions.
-pub fn by_number<'k, E>(
-    versions: &[(u32, Time, &[u8])],
+/// Versions are grouped by sorting them by `(number, position)` with their time and row
+/// (a quicksort scans memory in order; sorting positions alone left a cache miss per
+/// version to gather them), then only the distinct keys are compared: a hot key has
+/// thousands of versions per write, and a comparison sort of every version by key was
+/// 15 % of the job's instructions.
+pub fn by_number<'v, 'k, E>(
+    versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])>,
     key: impl Fn(u32) -> &'k [u8],
     mut write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    // Each number's versions together, in the order given.
-    let mut order: Vec<u64> = (0..versions.len())
-        .map(|i| u64::from(versions[i].0) << 32 | i as u64)
-        .collect();
-    order.sort_unstable();
-    let position = |word: u64| (word & u64::from(u32::MAX)) as usize;
-    // Distinct keys (first 16 bytes as a number end most comparisons before a `memcmp`)
-    // with their range of `order`, in stored order.
-    let mut groups: Vec<(usize, u128, &[u8], usize, usize)> = Vec::new();
+    let mut items: Vec<(u64, Time, &[u8])> = Vec::with_capacity(versions.len());
+    items.extend(
+        versions
+            .enumerate()
+            .map(|(i, (number, time, row))| (u64::from(number) << 32 | i as u64, time, row)),
+    );
+    items.sort_unstable_by_key(|v| v.0);
+    let number = |i: usize| (items[i].0 >> 32) as u32;
+    // Distinct keys (the first 16 bytes as a number end most comparisons before a
+    // `memcmp`) with their range of `items`, in stored order.
+    let mut groups: Vec<(usize, u128, &[u8], u32, u32)> = Vec::new();
     let mut start = 0;
-    while start < order.len() {
-        let number = (order[start] >> 32) as u32;
-        let end = start + order[start..].partition_point(|w| (w >> 32) as u32 == number);
-        let k = key(number);
-        groups.push((k.len(), head(k), k, start, end));
+    while start < items.len() {
+        let mut end = start + 1;
+        while end < items.len() && number(end) == number(start) {
+            end += 1;
+        }
+        let k = key(number(start));
+        groups.push((k.len(), head(k), k, start as u32, end as u32));
         start = end;
     }
     groups.sort_unstable();
     let (mut one, mut value): (Vec<(Time, &[u8])>, _) = (Vec::new(), Vec::new());
-    for &(_, _, k, start, end) in &groups {
+    for (g, &(_, _, k, start, end)) in groups.iter().enumerate() {
+        // Groups come in key order, far apart in `items`: fetch ahead.
+        if let Some(ahead) = groups.get(g + AHEAD) {
+            prefetch(&items[ahead.3 as usize], 1);
+        }
+        if let Some(ahead) = groups.get(g + AHEAD / 2) {
+            let row = items[ahead.3 as usize].2;
+            prefetch(row.as_ptr(), lines(row.len()));
+        }
         one.clear();
-        one.extend(order[start..end].iter().map(|&w| {
-            let v = versions[position(w)];
-            (v.1, v.2)
-        }));
+        one.extend(
+            items[start as usize..end as usize]
+                .iter()
+                .map(|v| (v.1, v.2)),
+        );
         // Stable and linear when already in time order (the job writes them so).
         one.sort_by_key(|v| v.0);
         one.dedup_by(|later, earlier| {
@@ -108,6 +124,9 @@ pub fn by_number<'k, E>(
     }
     Ok(())
 }
+
+/// How many keys ahead [`by_number`] fetches a key's versions (its rows half as far).
+const AHEAD: usize = 16;
 
 /// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
 fn head(key: &[u8]) -> u128 {

@@ -273,13 +273,13 @@ impl TableStore {
 
     /// [`TableStore::put_versions`] for versions `(number, time, row)` whose key is
     /// `key(number)` (see [`pack::by_number`]).
-    pub fn put_numbered<'k>(
+    pub fn put_numbered<'v, 'k>(
         &self,
         table: &str,
         key: impl Fn(u32) -> &'k [u8],
-        versions: &[(u32, Time, &[u8])],
+        versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])>,
     ) -> Result<(), StoreError> {
-        self.ingest(table, !versions.is_empty(), |put| {
+        self.ingest(table, versions.len() > 0, |put| {
             pack::by_number(versions, key, put)
         })
     }

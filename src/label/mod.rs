@@ -22,6 +22,7 @@ use crate::dataflow::time_queue::TimeQueue;
 use crate::event::{stable_hash, Value, ValueRef};
 use crate::features::agg::fill_ratios;
 use crate::features::fragments::{label_worker, Fragments};
+use crate::hash_slots::HashSlots;
 use crate::metrics::Metrics;
 use crate::sinks::partition::is_validation;
 use crate::sinks::schema::Columns;
@@ -103,7 +104,7 @@ struct LabelState {
     /// Finished examples, remembered `outcome_lookback` to classify late outcomes.
     /// Keyed by a 64-bit hash of the id: a collision could only turn an orphan into an
     /// outside-window outcome (both are counted and kept).
-    finished: HashMap<u64, Time>,
+    finished: HashSlots<Time>,
     /// Finished examples by the time they may be forgotten.
     forget: TimeQueue<u64>,
     dictionary: Dictionary,
@@ -135,7 +136,7 @@ impl LabelState {
             overflow_deadlines: TimeQueue::default(),
             waiting: HashMap::default(),
             orphan_checks: TimeQueue::default(),
-            finished: HashMap::default(),
+            finished: HashSlots::default(),
             forget: TimeQueue::default(),
             dictionary: Dictionary::default(),
             columns,
@@ -251,6 +252,7 @@ impl LabelState {
     fn fetch_ahead(&self, hashes: &[u64], i: usize) {
         if let Some(&h) = hashes.get(i + AHEAD) {
             self.examples.prefetch_slot(h);
+            self.finished.prefetch_slot(h);
         }
         if let Some(&h) = hashes.get(i + AHEAD / 2) {
             self.examples.prefetch_buffer(h);
@@ -281,7 +283,7 @@ impl LabelState {
             Some(t_i) if t_i != Time::MAX => self.count(key, t_i, &id, time),
             // Remembered finished examples explain outcomes up to `outcome_lookback`
             // after the window; the bound keeps this independent of when ids are forgotten.
-            _ => match self.finished.get(&key.hash) {
+            _ => match self.finished.get(key.hash) {
                 Some(&t_i)
                     if time <= t_i + self.window() + self.pipeline.label.outcome_lookback =>
                 {
@@ -344,23 +346,36 @@ impl LabelState {
             })
             .collect();
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut positive = 0;
         for (i, (deadline, slot)) in slots.into_iter().enumerate() {
             self.fetch_ahead(&hashes, i);
             let (id, buf) = self.examples.remove(&slot);
             let (time, hash) = (deadline - self.window(), hashes[i]);
             let validation = is_validation(hash, self.pipeline.output.validation_fraction);
-            rows.push(self.finish(id, time, validation, Example::of(&buf), &mut scratch));
-            self.finished.insert(hash, time);
+            let example = Example::of(&buf);
+            positive += u64::from(example.outcomes() > 0);
+            rows.push(self.finish(id, time, validation, example, &mut scratch));
+            // Two ids with one hash: the later example is the one remembered.
+            match self.finished.get_mut(hash) {
+                Some(t) => *t = time,
+                None => _ = self.finished.insert(hash, time),
+            }
             self.forget.push(deadline.saturating_add(lookback), hash);
         }
         self.scratch = scratch;
+        // Once per pass: an atomic add per row was a cache line the workers passed around.
+        Metrics::add(&self.metrics.rows, finished as u64);
+        Metrics::add(&self.metrics.positive_rows, positive);
         if finished > 0 {
             self.pending_changed(-finished);
         }
         let mut forgotten = Vec::new();
         self.forget.take_before(frontier, &mut forgotten);
-        for (_, hash) in forgotten {
-            self.finished.remove(&hash);
+        for i in 0..forgotten.len() {
+            if let Some(&(_, ahead)) = forgotten.get(i + AHEAD) {
+                self.finished.prefetch_slot(ahead);
+            }
+            self.finished.remove(forgotten[i].1);
         }
     }
 
@@ -453,8 +468,6 @@ impl LabelState {
         let sagemaker_at = text.len();
         text.push_str(sagemaker);
         *row_len = (*row_len).max(text.len());
-        Metrics::add(&self.metrics.rows, 1);
-        Metrics::add(&self.metrics.positive_rows, u64::from(outcomes > 0));
         Row {
             example_id,
             time,

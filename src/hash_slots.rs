@@ -93,6 +93,20 @@ impl<V> HashSlots<V> {
         self.slots[i].1.as_mut().expect("just set")
     }
 
+    /// Sets the value of `hash`, replacing any it had.
+    pub fn set(&mut self, hash: u64, value: V) {
+        if (self.len + 1) * 8 > self.slots.len() * MAX_LOAD_EIGHTHS {
+            self.grow();
+        }
+        match self.position(hash) {
+            Ok(i) => self.slots[i].1 = Some(value),
+            Err(i) => {
+                self.len += 1;
+                self.slots[i] = (hash, Some(value));
+            }
+        }
+    }
+
     /// Takes the value of `hash` out.
     pub fn remove(&mut self, hash: u64) -> Option<V> {
         if self.is_empty() {
@@ -197,6 +211,10 @@ mod tests {
                     prop_assert_eq!(b.remove(hash), reference.remove(&hash));
                 }
                 prop_assert_eq!(b.len(), reference.len());
+                // Setting a present value replaces it in place.
+                if let Some(buf) = reference.get(&hash) {
+                    b.set(hash, buf.clone());
+                }
                 for (h, buf) in &reference {
                     prop_assert_eq!(b.get(*h), Some(buf));
                 }

@@ -117,6 +117,13 @@ pub fn parse_duration(s: &str) -> Result<Time, String> {
     Ok(n * scale)
 }
 
+/// Wall-clock time in epoch ms.
+pub fn now_ms() -> Time {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Time)
+}
+
 /// Civil date and hour of an event time (UTC), for partition paths and derived features.
 pub fn utc(t: Time) -> NaiveDateTime {
     DateTime::from_timestamp_millis(t as i64)

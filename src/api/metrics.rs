@@ -191,7 +191,7 @@ impl Collector for PipelineCollector {
             let lag = if done {
                 0
             } else {
-                super::now_ms().saturating_sub(s.watermark)
+                crate::time::now_ms().saturating_sub(s.watermark)
             };
             gauge(
                 &mut e,

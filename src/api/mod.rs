@@ -22,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::metrics::Metrics;
 use crate::tables::{TableReader, TableStore};
-use crate::time::Time;
+use crate::time::{now_ms, Time};
 
 pub use auth::Tokens;
 pub use server::{ServeConfig, Server};
@@ -195,13 +195,6 @@ pub fn router(shared: Arc<Shared>, tokens: Tokens) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
-}
-
-/// Wall-clock time in epoch ms.
-pub fn now_ms() -> Time {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Time)
 }
 
 /// A private temporary directory, removed on drop.

@@ -19,7 +19,7 @@ use crate::event::Value;
 use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
 use crate::tables::{row, TableStore};
-use crate::time::Time;
+use crate::time::{now_ms, Time};
 
 /// State of every table on this worker: key -> one state per feature.
 pub struct Tables {
@@ -113,10 +113,7 @@ pub const CATCH_UP_LAG: Duration = Duration::from_secs(300);
 /// How long versions may wait at `watermark`: [`WRITE_EVERY`] when live,
 /// [`CATCH_UP_WRITE_EVERY`] while catching up.
 fn write_interval(watermark: Time) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Time);
-    if now.saturating_sub(watermark) > CATCH_UP_LAG.as_millis() as Time {
+    if now_ms().saturating_sub(watermark) > CATCH_UP_LAG.as_millis() as Time {
         CATCH_UP_WRITE_EVERY
     } else {
         WRITE_EVERY
@@ -485,10 +482,7 @@ mod tests {
 
     #[test]
     fn versions_wait_longer_only_while_the_watermark_is_far_behind_the_clock() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as Time;
+        let now = now_ms();
         assert_eq!(write_interval(now), WRITE_EVERY);
         assert_eq!(
             write_interval(now - 30_000),

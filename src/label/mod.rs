@@ -356,10 +356,7 @@ impl LabelState {
             positive += u64::from(example.outcomes() > 0);
             rows.push(self.finish(id, time, validation, example, &mut scratch));
             // Two ids with one hash: the later example is the one remembered.
-            match self.finished.get_mut(hash) {
-                Some(t) => *t = time,
-                None => _ = self.finished.insert(hash, time),
-            }
+            self.finished.set(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
         }
         self.scratch = scratch;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::flat_json;
 use compact_str::{CompactString, ToCompactString};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -23,8 +24,22 @@ pub enum Raw {
     Nested,
 }
 
-/// Fills `out[i]` with the value of field `names[i]` of a JSON object line.
+/// Fills `out[i]` with the value of field `names[i]` of a JSON object line: by the
+/// [`flat_json`] fast path if it reads the line, else by serde_json.
 pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Result<(), String> {
+    out.iter_mut().for_each(|r| *r = Raw::Absent);
+    if flat_json::extract(line, names, out).is_some() {
+        return Ok(());
+    }
+    extract_with_serde(line, names, out)
+}
+
+/// [`extract`] by serde_json alone.
+pub(super) fn extract_with_serde<N: AsRef<str>>(
+    line: &str,
+    names: &[N],
+    out: &mut [Raw],
+) -> Result<(), String> {
     out.iter_mut().for_each(|r| *r = Raw::Absent);
     let mut de = serde_json::Deserializer::from_str(line);
     de.deserialize_map(ObjectVisitor { names, out })

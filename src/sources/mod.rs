@@ -1,5 +1,6 @@
 //! Sources: file partitions, record readers and per-partition watermarks.
 
+pub mod flat_json;
 pub mod json;
 pub mod kinesis;
 pub mod reader;

@@ -63,10 +63,14 @@ pub struct WaitingExamples {
     /// Where an append is written before it is copied into its buffer.
     scratch: Vec<u8>,
     /// The size new buffers get: a percentile ([`TYPICAL_PERCENTILE`]) of the used sizes
-    /// of a recent block of [`TYPICAL_EVERY`] finished examples.
+    /// of a recent block of [`TYPICAL_EVERY`] finished examples (until one finished, the
+    /// largest example so far: with 0, buffers made before the first block regrew at
+    /// every append).
     typical: usize,
     /// Used sizes of the block of finished examples being seen.
     block: Vec<u32>,
+    /// Whether a block has set [`WaitingExamples::typical`].
+    measured: bool,
 }
 
 /// Read access to one example's buffer (its used bytes).
@@ -232,6 +236,10 @@ impl WaitingExamples {
             append_to(buf, first, size);
         }
         self.buffer_bytes += buf.len() - before;
+        if !self.measured {
+            // Until a block of examples has finished, the largest one seen so far.
+            self.typical = self.typical.max(used(buf));
+        }
         (slot, created)
     }
 
@@ -279,6 +287,7 @@ impl WaitingExamples {
         if self.block.len() == TYPICAL_EVERY {
             let at = TYPICAL_EVERY * TYPICAL_PERCENTILE / 100;
             self.typical = *self.block.select_nth_unstable(at).1 as usize;
+            self.measured = true;
             self.block.clear();
         }
         (id, buf)

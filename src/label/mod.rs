@@ -431,11 +431,13 @@ impl LabelState {
                 decode_segment(data, start, dict, |v| cell(v, &mut text, sagemaker));
             }
         }
+        // Table features: numeric cells, the same text in both lines (copied once, below).
+        let numeric_from = text.len();
         for (t, &start) in tables.iter().zip(starts.iter()) {
             if start == usize::MAX {
                 tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
                 for _ in &t.features {
-                    cell(ValueRef::Missing, &mut text, sagemaker);
+                    Columns::number_cell(None, &mut text);
                 }
                 continue;
             }
@@ -453,14 +455,11 @@ impl LabelState {
                 }
             });
             fill_ratios(&t.features, values);
-            for v in values.iter() {
-                cell(
-                    v.map_or(ValueRef::Missing, ValueRef::Num),
-                    &mut text,
-                    sagemaker,
-                );
+            for &v in values.iter() {
+                Columns::number_cell(v, &mut text);
             }
         }
+        sagemaker.push_str(&text[numeric_from..]);
         Columns::end(&mut text, sagemaker);
         let sagemaker_at = text.len();
         text.push_str(sagemaker);

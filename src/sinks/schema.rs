@@ -96,6 +96,16 @@ impl Columns {
         }
     }
 
+    /// Renders a numeric cell in the full line only. Table features are numeric in both
+    /// forms, so their cells read the same in both lines: the caller renders them all here
+    /// and copies the whole run to the SageMaker line once.
+    pub fn number_cell(v: Option<f64>, full: &mut String) {
+        full.push(',');
+        if let Some(n) = v {
+            write_num(n, full);
+        }
+    }
+
     /// Ends both lines.
     pub fn end(full: &mut String, sagemaker: &mut String) {
         full.push('\n');

@@ -10,7 +10,9 @@ use crate::event::{stable_hash, Value};
 use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 
-/// Running state of one aggregate of one key (24 bytes inline; sets and windows boxed).
+/// Running state of one aggregate of one key: 16 bytes inline (a tag and 8 bytes), so a
+/// row of states packs densely (a two-count row is 32 bytes); sets, windows and the rare
+/// lifetime mean are boxed.
 ///
 /// Reads happen at a time `t` and see exactly the events applied before (all with time `< t`,
 /// DESIGN.md clause 6); sliding windows cover `[t - window, t)`.
@@ -18,20 +20,34 @@ use crate::time::Time;
 pub enum AggState {
     /// Lifetime count.
     Count(u64),
-    /// Lifetime sum and count (sum, mean).
-    Sum(f64, u64),
-    /// Lifetime extreme (min or max), if any event.
-    Extreme(Option<f64>),
-    /// Latest (time, value): `last` and `time_since_last`; time `NEVER` before any event.
-    Last(Time, f64),
+    /// Lifetime sum.
+    Sum(f64),
+    /// Lifetime sum and count of a mean (boxed: inline, every state would take 24 bytes).
+    Mean(Box<(f64, u64)>),
+    /// Lifetime extreme (min or max): the bits of the value, [`NO_VALUE`] before any event.
+    Extreme(u64),
+    /// Latest value: its bits, [`NO_VALUE`] before any event.
+    Last(u64),
+    /// Time of the latest event (`time_since_last`), `NEVER` before any event.
+    LastTime(Time),
     /// Lifetime distinct values (hashed).
     Distinct(Box<HashSet<u64>>),
     /// A sliding window.
     Window(Box<Window>),
 }
 
-/// Time of `AggState::Last` before any event.
+/// Time of `AggState::LastTime` before any event.
 const NEVER: Time = Time::MAX;
+
+/// Bits of "no value yet" in `AggState::Extreme` and `AggState::Last`: a signalling NaN,
+/// which neither parsing nor arithmetic produces (their NaNs are quiet), so no input
+/// value has these bits.
+const NO_VALUE: u64 = 0x7FF4_0000_0000_0001;
+
+/// The value stored as `bits`, if any.
+fn stored(bits: u64) -> Option<f64> {
+    (bits != NO_VALUE).then(|| f64::from_bits(bits))
+}
 
 /// Events inside a sliding window, oldest first.
 ///
@@ -78,10 +94,13 @@ impl AggState {
             return AggState::Window(Box::default());
         }
         match spec.agg {
-            Agg::Count => AggState::Count(0),
-            Agg::Sum | Agg::Mean | Agg::Ratio => AggState::Sum(0.0, 0),
-            Agg::Min | Agg::Max => AggState::Extreme(None),
-            Agg::Last | Agg::TimeSinceLast => AggState::Last(NEVER, 0.0),
+            // Ratios are computed from their operands; the state is a placeholder.
+            Agg::Count | Agg::Ratio => AggState::Count(0),
+            Agg::Sum => AggState::Sum(0.0),
+            Agg::Mean => AggState::Mean(Box::default()),
+            Agg::Min | Agg::Max => AggState::Extreme(NO_VALUE),
+            Agg::Last => AggState::Last(NO_VALUE),
+            Agg::TimeSinceLast => AggState::LastTime(NEVER),
             Agg::DistinctCount => AggState::Distinct(Box::default()),
         }
     }
@@ -115,18 +134,21 @@ impl AggState {
     pub fn apply(&mut self, spec: &FeatureSpec, time: Time, x: f64) {
         match self {
             AggState::Count(n) => *n += 1,
-            AggState::Sum(s, n) => {
-                *s += x;
-                *n += 1;
+            AggState::Sum(s) => *s += x,
+            AggState::Mean(m) => {
+                m.0 += x;
+                m.1 += 1;
             }
-            AggState::Extreme(e) => {
-                *e = Some(match (*e, spec.agg) {
+            AggState::Extreme(bits) => {
+                *bits = match (stored(*bits), spec.agg) {
                     (Some(v), Agg::Min) => v.min(x),
                     (Some(v), _) => v.max(x),
                     (None, _) => x,
-                })
+                }
+                .to_bits()
             }
-            AggState::Last(t, v) => (*t, *v) = (time, x),
+            AggState::Last(bits) => *bits = x.to_bits(),
+            AggState::LastTime(t) => *t = time,
             AggState::Distinct(set) => {
                 set.insert(x.to_bits());
             }
@@ -146,16 +168,11 @@ impl AggState {
     pub fn read(&mut self, spec: &FeatureSpec, now: Time) -> Option<f64> {
         match self {
             AggState::Count(n) => Some(*n as f64),
-            AggState::Sum(s, n) => match spec.agg {
-                Agg::Mean => (*n > 0).then(|| *s / *n as f64),
-                _ => Some(*s),
-            },
-            AggState::Extreme(e) => *e,
-            AggState::Last(NEVER, _) => None,
-            AggState::Last(t, v) => Some(match spec.agg {
-                Agg::TimeSinceLast => (now - *t) as f64 / 1000.0,
-                _ => *v,
-            }),
+            AggState::Sum(s) => Some(*s),
+            AggState::Mean(m) => (m.1 > 0).then(|| m.0 / m.1 as f64),
+            AggState::Extreme(bits) | AggState::Last(bits) => stored(*bits),
+            AggState::LastTime(NEVER) => None,
+            AggState::LastTime(t) => Some((now - *t) as f64 / 1000.0),
             AggState::Distinct(set) => Some(set.len() as f64),
             AggState::Window(w) => {
                 let length = spec.window.unwrap_or(Time::MAX);
@@ -182,11 +199,11 @@ impl AggState {
         }
     }
 
-    /// Time of the latest event applied (`last` and `time_since_last` states).
+    /// Time of the latest event applied (`time_since_last` states).
     pub fn last_time(&self) -> Option<Time> {
         match self {
-            AggState::Last(NEVER, _) => None,
-            AggState::Last(t, _) => Some(*t),
+            AggState::LastTime(NEVER) => None,
+            AggState::LastTime(t) => Some(*t),
             _ => None,
         }
     }
@@ -217,6 +234,7 @@ impl AggState {
     /// Rough heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         match self {
+            AggState::Mean(_) => 16,
             AggState::Distinct(s) => 48 + s.capacity() * 9,
             AggState::Window(w) => {
                 120 + w.times.capacity() * 8 + w.values.capacity() * 8 + w.distinct.capacity() * 13
@@ -357,10 +375,55 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Lifetime aggregates read what their definitions give over the events before
+        /// the read (the reference is computed from the list of events).
+        #[test]
+        fn lifetime_aggregates_read_their_definitions(
+            values in proptest::collection::vec(-1e6f64..1e6, 0..20),
+            agg in proptest::sample::select(vec![
+                Agg::Count, Agg::Sum, Agg::Mean, Agg::Min, Agg::Max, Agg::Last,
+                Agg::TimeSinceLast, Agg::DistinctCount,
+            ]),
+        ) {
+            let spec = FeatureSpec {
+                name: "f".into(),
+                agg,
+                stream: 0,
+                field: Some(0),
+                window: None,
+                ratio: None,
+            };
+            let mut state = AggState::new(&spec);
+            for (i, v) in values.iter().enumerate() {
+                let x = AggState::input(&spec, &Value::Num(*v)).expect("a number");
+                state.apply(&spec, 1_000 * i as Time, x);
+            }
+            let now = 1_000 * values.len() as Time + 500;
+            let n = values.len() as f64;
+            let want = match agg {
+                Agg::Count => Some(n),
+                Agg::Sum => Some(values.iter().fold(0.0, |s, v| s + v)),
+                Agg::Mean => (n > 0.0).then(|| values.iter().fold(0.0, |s, v| s + v) / n),
+                Agg::Min => values.iter().copied().reduce(f64::min),
+                Agg::Max => values.iter().copied().reduce(f64::max),
+                Agg::Last => values.last().copied(),
+                Agg::TimeSinceLast => (n > 0.0).then_some(1.5),
+                _ => {
+                    let mut distinct: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    Some(distinct.len() as f64)
+                }
+            };
+            proptest::prop_assert_eq!(state.read(&spec, now).map(f64::to_bits), want.map(f64::to_bits));
+        }
+    }
+
     #[test]
     fn state_stays_small() {
         assert!(
-            std::mem::size_of::<AggState>() <= 24,
+            std::mem::size_of::<AggState>() <= 16,
             "per-key memory grows with every byte here"
         );
     }

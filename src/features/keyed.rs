@@ -4,10 +4,12 @@
 //! The index is open addressing with linear probing over 8-byte slots (a 32-bit hash tag
 //! and an entry number), so a key's home slot is known from its hash alone and can be
 //! prefetched; rows of states lie back to back in one vector. Keys are never removed.
+//! Callers pass each key's [`stable_hash`]: a growing index recomputes it from the key.
 
 use compact_str::CompactString;
 
 use super::agg::AggState;
+use crate::event::stable_hash;
 use crate::hash_slots::home_slot;
 use crate::prefetch::{lines, prefetch};
 
@@ -15,8 +17,9 @@ use crate::prefetch::{lines, prefetch};
 pub struct KeyedStates {
     /// Slots: 0 = empty, else `tag << 32 | (entry + 1)`; a power of two long.
     index: Vec<u64>,
-    /// Per entry: key hash and key.
-    keys: Vec<(u64, CompactString)>,
+    /// Per entry: its key (24 bytes inline for keys up to 24 bytes; the hash is
+    /// recomputed when the index grows, rather than kept: 8 bytes a key).
+    keys: Vec<CompactString>,
     /// Per entry: its `stride` states.
     states: Vec<AggState>,
     stride: usize,
@@ -116,7 +119,7 @@ impl KeyedStates {
     /// The entry of `key`, checking a candidate first; `None` if absent.
     pub fn find(&self, hash: u64, key: &str, c: Candidate) -> Option<usize> {
         if let Some(e) = c.0 {
-            if self.keys[e as usize].1 == key {
+            if self.keys[e as usize] == key {
                 return Some(e as usize);
             }
         }
@@ -127,7 +130,7 @@ impl KeyedStates {
                 0 => return None,
                 s if s >> 32 == tag(hash) => {
                     let e = (s as u32 - 1) as usize;
-                    if self.keys[e].0 == hash && self.keys[e].1 == key {
+                    if self.keys[e] == key {
                         return Some(e);
                     }
                 }
@@ -152,7 +155,7 @@ impl KeyedStates {
             self.grow();
         }
         let e = self.keys.len();
-        self.keys.push((hash, key.clone()));
+        self.keys.push(key.clone());
         init(&mut self.states);
         assert_eq!(self.states.len(), (e + 1) * self.stride, "one row per key");
         self.place(hash, e);
@@ -161,7 +164,7 @@ impl KeyedStates {
 
     /// The key of an entry.
     pub fn key(&self, e: usize) -> &CompactString {
-        &self.keys[e].1
+        &self.keys[e]
     }
 
     /// The states of an entry.
@@ -183,7 +186,7 @@ impl KeyedStates {
     fn grow(&mut self) {
         self.index = vec![0; self.index.len() * 2];
         for e in 0..self.keys.len() {
-            self.place(self.keys[e].0, e);
+            self.place(stable_hash(self.keys[e].as_bytes()), e);
         }
     }
 }
@@ -191,7 +194,6 @@ impl KeyedStates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::stable_hash;
 
     fn key(i: usize) -> CompactString {
         CompactString::from(format!("u{i}|c{}", i % 7))

@@ -221,3 +221,56 @@ impl Routes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A record of key `k` whose hash is `hash_of[k]` (shared on purpose between keys).
+    fn record(time: Time, table: u16, k: u8, hash: u64, stream: u16, id: u32) -> TableRecord {
+        TableRecord {
+            table,
+            lookup: true,
+            update: true,
+            stream,
+            time,
+            key: CompactString::from(format!("k{k}")),
+            key_hash: hash,
+            id: CompactString::from(format!("e{id}")),
+            values: SmallVec::new(),
+        }
+    }
+
+    proptest! {
+        /// Runs cover the records once each, in time order, one run per (time, table, key)
+        /// even when keys share a hash or its top 48 bits; a run's records are in
+        /// (stream, id) order.
+        #[test]
+        fn runs_are_the_records_of_one_time_table_and_key(
+            recs in prop::collection::vec((0u64..4, 0u16..2, 0u8..6, 0u16..2, 0u32..1000), 0..60),
+            hashes in prop::collection::vec(prop_oneof![Just(7u64 << 16), Just(7u64 << 16 | 1), any::<u64>()], 6),
+        ) {
+            let ready: Vec<TableRecord> = recs
+                .iter()
+                .map(|&(t, table, k, s, id)| record(t, table, k, hashes[k as usize], s, id))
+                .collect();
+            let (order, runs) = processing_order(&ready);
+            prop_assert_eq!(order.len(), ready.len());
+            let mut seen = std::collections::HashSet::new();
+            let mut end = 0;
+            for run in &runs {
+                prop_assert_eq!(run.records.start, end);
+                end = run.records.end;
+                let rs = &order[run.records.clone()];
+                let first = rs[0];
+                prop_assert!(rs.iter().all(|r| (r.time, r.table, &r.key) == (first.time, first.table, &first.key)));
+                prop_assert!(rs.windows(2).all(|w| (w[0].stream, &w[0].id) <= (w[1].stream, &w[1].id)));
+                prop_assert_eq!((run.table, run.key_hash), (first.table, first.key_hash));
+                prop_assert!(seen.insert((first.time, first.table, first.key.clone())), "one run per key");
+            }
+            prop_assert_eq!(end, ready.len());
+            prop_assert!(order.windows(2).all(|w| w[0].time <= w[1].time));
+        }
+    }
+}

@@ -376,6 +376,19 @@ pub fn fill_ratios(specs: &[FeatureSpec], values: &mut [Option<f64>]) {
     }
 }
 
+/// A feature aggregating field 0 of stream 0 (for tests).
+#[cfg(test)]
+pub(crate) fn test_spec(agg: Agg, window: Option<Time>) -> FeatureSpec {
+    FeatureSpec {
+        name: "f".into(),
+        agg,
+        stream: 0,
+        field: Some(0),
+        window,
+        ratio: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,14 +407,7 @@ mod tests {
             TimeSinceLast,
         ] {
             for window in [None, Some(3_600_000)] {
-                let spec = FeatureSpec {
-                    name: "f".into(),
-                    agg,
-                    stream: 0,
-                    field: None,
-                    window,
-                    ratio: None,
-                };
+                let spec = test_spec(agg, window);
                 assert_eq!(
                     AggState::empty_value(&spec),
                     AggState::new(&spec).read(&spec, 1_000),
@@ -422,14 +428,7 @@ mod tests {
                 Agg::TimeSinceLast, Agg::DistinctCount,
             ]),
         ) {
-            let spec = FeatureSpec {
-                name: "f".into(),
-                agg,
-                stream: 0,
-                field: Some(0),
-                window: None,
-                ratio: None,
-            };
+            let spec = test_spec(agg, None);
             let mut state = AggState::new(&spec);
             for (i, v) in values.iter().enumerate() {
                 let x = AggState::input(&spec, &Value::Num(*v)).expect("a number");
@@ -474,14 +473,7 @@ mod tests {
             ]),
         ) {
             events.sort_by_key(|e| e.0);
-            let spec = FeatureSpec {
-                name: "f".into(),
-                agg,
-                stream: 0,
-                field: Some(0),
-                window: Some(window),
-                ratio: None,
-            };
+            let spec = test_spec(agg, Some(window));
             let mut state = AggState::new(&spec);
             let mut reads_at: Vec<Time> = events.iter().map(|e| e.0).collect();
             reads_at.push(70);

@@ -133,14 +133,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn spec(agg: Agg, window: Time) -> FeatureSpec {
-        FeatureSpec {
-            name: "f".into(),
-            agg,
-            stream: 0,
-            field: Some(0),
-            window: Some(window),
-            ratio: None,
-        }
+        crate::features::agg::test_spec(agg, Some(window))
     }
 
     proptest! {

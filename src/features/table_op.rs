@@ -495,14 +495,7 @@ mod tests {
 
     #[test]
     fn pending_versions_name_their_key_by_entry_and_keep_their_rows_apart() {
-        let count = FeatureSpec {
-            name: "n".into(),
-            agg: crate::config::Agg::Count,
-            stream: 0,
-            field: None,
-            window: None,
-            ratio: None,
-        };
+        let count = crate::features::agg::test_spec(crate::config::Agg::Count, None);
         let spec = TableSpec {
             name: "t".into(),
             key_names: vec!["k".into()],

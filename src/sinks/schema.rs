@@ -23,6 +23,8 @@ impl Columns {
     /// Layout of a pipeline's rows.
     pub fn new(p: &Pipeline) -> Self {
         let mut encodings: Vec<Encoding> = p.event_features.iter().map(|f| f.encoding).collect();
+        // Table features are numeric in both forms: the label join renders their cells
+        // once and copies the run (`Columns::number_cell`).
         encodings.extend(
             p.tables
                 .iter()

@@ -78,17 +78,13 @@ pub fn by_number<'v, 'k, E>(
             .map(|(i, (number, time, row))| (u64::from(number) << 32 | i as u64, time, row)),
     );
     items.sort_unstable_by_key(|v| v.0);
-    let number = |i: usize| (items[i].0 >> 32) as u32;
+    let number = |v: &(u64, Time, &[u8])| (v.0 >> 32) as u32;
     // Distinct keys (the first 16 bytes as a number end most comparisons before a
     // `memcmp`) with their range of `items`, in stored order.
     let mut groups: Vec<(usize, u128, &[u8], u32, u32)> = Vec::new();
     let mut start = 0;
-    while start < items.len() {
-        let mut end = start + 1;
-        while end < items.len() && number(end) == number(start) {
-            end += 1;
-        }
-        let k = key(number(start));
+    for same in items.chunk_by(|a, b| number(a) == number(b)) {
+        let (k, end) = (key(number(&same[0])), start + same.len());
         groups.push((k.len(), head(k), k, start as u32, end as u32));
         start = end;
     }

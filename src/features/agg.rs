@@ -1,10 +1,11 @@
 //! State of one declared aggregate for one key, updated in event-time order.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::distinct::{DistinctIds, DistinctSet};
 use crate::config::{Agg, FeatureSpec};
 use crate::event::{stable_hash, Value};
 use crate::prefetch::{lines, prefetch};
@@ -30,8 +31,8 @@ pub enum AggState {
     Last(u64),
     /// Time of the latest event (`time_since_last`), `NEVER` before any event.
     LastTime(Time),
-    /// Lifetime distinct values (hashed).
-    Distinct(Box<HashSet<u64>>),
+    /// Lifetime distinct values, by their numbers (see [`DistinctIds`]).
+    Distinct(Box<DistinctSet>),
     /// A sliding window.
     Window(Box<Window>),
 }
@@ -140,8 +141,9 @@ impl AggState {
         }
     }
 
-    /// Applies one event of the aggregated stream at `time`; `x` is its [`AggState::input`].
-    pub fn apply(&mut self, spec: &FeatureSpec, time: Time, x: f64) {
+    /// Applies one event of the aggregated stream at `time`; `x` is its [`AggState::input`]
+    /// and `ids` numbers the feature's distinct values on this worker.
+    pub fn apply(&mut self, spec: &FeatureSpec, time: Time, x: f64, ids: &mut DistinctIds) {
         match self {
             AggState::Count(n) => *n += 1,
             AggState::Sum(s) => *s += x,
@@ -159,9 +161,7 @@ impl AggState {
             }
             AggState::Last(bits) => *bits = x.to_bits(),
             AggState::LastTime(t) => *t = time,
-            AggState::Distinct(set) => {
-                set.insert(x.to_bits());
-            }
+            AggState::Distinct(set) => set.insert(ids.id(x.to_bits())),
             AggState::Window(w) => {
                 // Reads come later than `time`: what is out of the window by then goes now,
                 // so keys that are updated but seldom read stay small.
@@ -228,16 +228,20 @@ impl AggState {
     }
 
     /// Asks the CPU to fetch the buffers behind this state's heap part (a window's oldest
-    /// and newest times).
+    /// and newest times, a distinct set's bitmap).
     pub fn prefetch_buffers(&self) {
-        if let AggState::Window(w) = self {
-            let (a, b) = w.times.as_slices();
-            if let Some(x) = a.first() {
-                prefetch(x, 1);
+        match self {
+            AggState::Window(w) => {
+                let (a, b) = w.times.as_slices();
+                if let Some(x) = a.first() {
+                    prefetch(x, 1);
+                }
+                if let Some(x) = b.last().or(a.last()) {
+                    prefetch(x, 1);
+                }
             }
-            if let Some(x) = b.last().or(a.last()) {
-                prefetch(x, 1);
-            }
+            AggState::Distinct(s) => s.prefetch(),
+            _ => {}
         }
     }
 
@@ -245,7 +249,7 @@ impl AggState {
     pub fn heap_bytes(&self) -> usize {
         match self {
             AggState::Mean(_) => 16,
-            AggState::Distinct(s) => 48 + s.capacity() * 9,
+            AggState::Distinct(s) => s.heap_bytes(),
             AggState::Window(w) => w.heap_bytes(),
             _ => 0,
         }
@@ -430,9 +434,10 @@ mod tests {
         ) {
             let spec = test_spec(agg, None);
             let mut state = AggState::new(&spec);
+            let mut ids = DistinctIds::default();
             for (i, v) in values.iter().enumerate() {
                 let x = AggState::input(&spec, &Value::Num(*v)).expect("a number");
-                state.apply(&spec, 1_000 * i as Time, x);
+                state.apply(&spec, 1_000 * i as Time, x, &mut ids);
             }
             let now = 1_000 * values.len() as Time + 500;
             let want = reference(agg, &values, (!values.is_empty()).then_some(1.5));
@@ -475,6 +480,7 @@ mod tests {
             events.sort_by_key(|e| e.0);
             let spec = test_spec(agg, Some(window));
             let mut state = AggState::new(&spec);
+            let mut ids = DistinctIds::default();
             let mut reads_at: Vec<Time> = events.iter().map(|e| e.0).collect();
             reads_at.push(70);
             let mut applied = 0;
@@ -482,7 +488,7 @@ mod tests {
                 while applied < events.len() && events[applied].0 < now {
                     let (t, v) = events[applied];
                     let x = AggState::input(&spec, &Value::Num(v as f64 / 4.0)).expect("a number");
-                    state.apply(&spec, t, x);
+                    state.apply(&spec, t, x, &mut ids);
                     applied += 1;
                 }
                 let inside: Vec<f64> = events

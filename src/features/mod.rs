@@ -2,6 +2,7 @@
 
 pub mod agg;
 pub mod derived;
+pub mod distinct;
 pub mod fragments;
 pub mod keyed;
 pub mod records;

@@ -9,6 +9,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::agg::{windowed_by_totals, AggState};
+use super::distinct::DistinctIds;
 use super::fragments::{Fragments, FragmentsBuilder};
 use super::keyed::{Candidate, KeyedStates};
 use super::records::{processing_order, Run, TableRecord};
@@ -25,6 +26,8 @@ use crate::time::{now_ms, Time};
 pub struct Tables {
     pipeline: Arc<Pipeline>,
     state: Vec<KeyedStates>,
+    /// Per table, per feature: numbers of the distinct values seen (distinct counts).
+    distinct_ids: Vec<Vec<DistinctIds>>,
     versions: Option<Versions>,
 }
 
@@ -184,9 +187,15 @@ impl Tables {
                 .collect(),
             last_write: Instant::now(),
         });
+        let distinct_ids = pipeline
+            .tables
+            .iter()
+            .map(|t| t.features.iter().map(|_| DistinctIds::default()).collect())
+            .collect();
         Tables {
             pipeline,
             state,
+            distinct_ids,
             versions,
         }
     }
@@ -316,6 +325,7 @@ impl Tables {
         let (table, now) = (first.table as usize, first.time);
         let spec = &self.pipeline.tables[table];
         let keyed = &mut self.state[table];
+        let distinct_ids = &mut self.distinct_ids[table];
         let (hash, key) = (first.key_hash, &first.key);
         let entry = if run.iter().any(|r| r.update) {
             let init = |s: &mut Vec<AggState>| s.extend(spec.features.iter().map(AggState::new));
@@ -345,14 +355,15 @@ impl Tables {
         }
         for r in run.iter().filter(|r| r.update) {
             let mut values = r.values.iter();
-            for (f, s) in spec.features.iter().zip(states.iter_mut()) {
+            let features = spec.features.iter().zip(&mut *distinct_ids);
+            for ((f, ids), s) in features.zip(states.iter_mut()) {
                 if f.ratio.is_none() && f.stream == r.stream as usize {
                     let input = match f.field {
                         Some(_) => *values.next().expect("one value per field feature"),
                         None => AggState::input(f, &Value::Missing),
                     };
                     if let Some(x) = input {
-                        s.apply(f, r.time, x);
+                        s.apply(f, r.time, x, ids);
                     }
                 }
             }
@@ -506,7 +517,7 @@ mod tests {
         let mut states: Vec<AggState> = spec.features.iter().map(AggState::new).collect();
         let mut p = PendingRows::default();
         p.push(7, 100, &spec, &mut states);
-        states[0].apply(&spec.features[0], 100, 1.0);
+        states[0].apply(&spec.features[0], 100, 1.0, &mut DistinctIds::default());
         p.push(3, 101, &spec, &mut states);
         let v: Vec<_> = p.numbered().collect();
         assert_eq!((v[0].0, v[0].1, v[1].0, v[1].1), (7, 100, 3, 101));

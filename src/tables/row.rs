@@ -129,6 +129,7 @@ pub fn decode<'a>(
 mod tests {
     use super::*;
     use crate::event::Value;
+    use crate::features::distinct::DistinctIds;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -155,7 +156,7 @@ mod tests {
             let mut versions = BTreeMap::new();
             for same_time in events.chunk_by(|a, b| a.0 == b.0) {
                 for (t, v) in same_time {
-                    state[0].apply(&specs[0], *t, input(*v));
+                    state[0].apply(&specs[0], *t, input(*v), &mut DistinctIds::default());
                 }
                 let mut row = Vec::new();
                 encode(&specs, &mut state, same_time[0].0, &mut row);
@@ -165,7 +166,7 @@ mod tests {
             for as_of in 0..(events.last().unwrap().0 + window + 2) {
                 let mut job = AggState::new(&specs[0]);
                 for (t, v) in events.iter().filter(|e| e.0 <= as_of) {
-                    job.apply(&specs[0], *t, input(*v));
+                    job.apply(&specs[0], *t, input(*v), &mut DistinctIds::default());
                 }
                 let want = job.read(&specs[0], as_of + 1).map(f64::to_bits);
                 let got = match at(as_of) {

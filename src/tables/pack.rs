@@ -94,6 +94,7 @@ pub fn by_number<'v, 'k, E>(
         // Groups come in key order, far apart in `items`: fetch ahead.
         if let Some(ahead) = groups.get(g + AHEAD) {
             prefetch(&items[ahead.3 as usize], 1);
+            prefetch(ahead.2.as_ptr(), lines(ahead.2.len()));
         }
         if let Some(ahead) = groups.get(g + AHEAD / 2) {
             let row = items[ahead.3 as usize].2;
@@ -121,7 +122,7 @@ pub fn by_number<'v, 'k, E>(
     Ok(())
 }
 
-/// How many keys ahead [`by_number`] fetches a key's versions (its rows half as far).
+/// How many keys ahead [`by_number`] fetches a key and its versions (its rows half as far).
 const AHEAD: usize = 16;
 
 /// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.

@@ -28,10 +28,19 @@ const AHEAD: usize = 16;
 
 /// The (stream, id)s seen, with the time of their first event: by route hash, and the rare
 /// id whose hash another id already holds by value.
-#[derive(Default)]
 struct Seen {
     ids: HashSlots<(u16, CompactString, Time)>,
     collided: HashMap<(u16, CompactString), Time>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        // Nearly every event brings a new id: a low load keeps its probe short.
+        Seen {
+            ids: HashSlots::with_max_load(4),
+            collided: HashMap::default(),
+        }
+    }
 }
 
 impl Seen {

@@ -136,7 +136,8 @@ impl LabelState {
             overflow_deadlines: TimeQueue::default(),
             waiting: HashMap::default(),
             orphan_checks: TimeQueue::default(),
-            finished: HashSlots::default(),
+            // Every finished example is a new hash: a low load keeps its probe short.
+            finished: HashSlots::with_max_load(4),
             forget: TimeQueue::default(),
             dictionary: Dictionary::default(),
             columns,

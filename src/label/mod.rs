@@ -68,7 +68,17 @@ impl LabelInput {
     }
 }
 
-/// A finished training row, rendered in both CSV forms (see [`Columns`]).
+/// Finished training rows of one pass, rendered in both CSV forms (see [`Columns`]) into
+/// one text: a row is a span of it, not an allocation of its own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rows {
+    /// Every row's full CSV line, then its SageMaker line; each line ends in `\n`.
+    pub text: String,
+    /// The rows, sorted by (time, example id).
+    pub rows: Vec<Row>,
+}
+
+/// One row of [`Rows`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Example id.
@@ -77,10 +87,22 @@ pub struct Row {
     pub time: Time,
     /// The row goes to `validation/` rather than `train/`.
     pub validation: bool,
-    /// The full CSV line, then the SageMaker line; each ends in `\n`.
-    pub text: String,
-    /// Where the SageMaker line starts in `text`.
-    pub sagemaker_at: usize,
+    /// Where its full line starts in the text, where its SageMaker line starts, and where
+    /// that ends.
+    pub span: [usize; 3],
+}
+
+impl Rows {
+    /// The full CSV line and the SageMaker line of `row`.
+    pub fn lines(&self, row: &Row) -> (&str, &str) {
+        let [start, sagemaker, end] = row.span;
+        (&self.text[start..sagemaker], &self.text[sagemaker..end])
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 /// How many inputs ahead of its turn an example's map slot is fetched into cache (its
@@ -115,13 +137,12 @@ struct LabelState {
 }
 
 /// Buffers reused by every row's emission: segment starts, a table's values with its
-/// ratios, the SageMaker line; and the longest row text so far (new rows reserve it).
+/// ratios, the SageMaker line.
 #[derive(Default)]
 struct Scratch {
     starts: Vec<usize>,
     values: Vec<Option<f64>>,
     sagemaker: String,
-    row_len: usize,
 }
 
 impl LabelState {
@@ -313,7 +334,7 @@ impl LabelState {
     }
 
     /// Everything the watermark `frontier` completes: orphans, rows, forgotten examples.
-    fn advance(&mut self, frontier: Time, rows: &mut Vec<Row>) {
+    fn advance(&mut self, frontier: Time, rows: &mut Rows) {
         // An outcome at t can only belong to an example at or before t; once the watermark
         // passes t, such an example has arrived or is late.
         let mut due = Vec::new();
@@ -355,7 +376,8 @@ impl LabelState {
             let validation = is_validation(hash, self.pipeline.output.validation_fraction);
             let example = Example::of(&buf);
             positive += u64::from(example.outcomes() > 0);
-            rows.push(self.finish(id, time, validation, example, &mut scratch));
+            let row = self.finish(id, time, validation, example, &mut scratch, &mut rows.text);
+            rows.rows.push(row);
             // Two ids with one hash: the later example is the one remembered.
             self.finished.set(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
@@ -377,8 +399,8 @@ impl LabelState {
         }
     }
 
-    /// Renders a finished example's row. Its segments arrive in any order: each one's start
-    /// is found first, then they are decoded in column order.
+    /// Renders a finished example's row at the end of `text`. Its segments arrive in any
+    /// order: each one's start is found first, then they are decoded in column order.
     fn finish(
         &self,
         example_id: CompactString,
@@ -386,6 +408,7 @@ impl LabelState {
         validation: bool,
         example: Example<'_>,
         scratch: &mut Scratch,
+        text: &mut String,
     ) -> Row {
         let data = example.segments();
         let outcomes = example.outcomes();
@@ -395,7 +418,6 @@ impl LabelState {
             starts,
             values,
             sagemaker,
-            row_len,
         } = scratch;
         starts.clear();
         starts.resize(tables.len() + 1, usize::MAX);
@@ -414,9 +436,9 @@ impl LabelState {
             LabelKind::Count => outcomes,
         };
         let (columns, mut column) = (&self.columns, 0);
-        let mut text = String::with_capacity(*row_len);
+        let start = text.len();
         sagemaker.clear();
-        columns.start(&example_id, time, label, outcomes, &mut text, sagemaker);
+        columns.start(&example_id, time, label, outcomes, text, sagemaker);
         let mut cell = |v: ValueRef<'_>, text: &mut String, sagemaker: &mut String| {
             columns.cell(column, v, text, sagemaker);
             column += 1;
@@ -425,11 +447,11 @@ impl LabelState {
             usize::MAX => {
                 tracing::error!(example = %example_id, "event features missing at emission");
                 for _ in &self.pipeline.event_features {
-                    cell(ValueRef::Missing, &mut text, sagemaker);
+                    cell(ValueRef::Missing, text, sagemaker);
                 }
             }
             start => {
-                decode_segment(data, start, dict, |v| cell(v, &mut text, sagemaker));
+                decode_segment(data, start, dict, |v| cell(v, text, sagemaker));
             }
         }
         // Table features: numeric cells, the same text in both lines (copied once, below).
@@ -438,7 +460,7 @@ impl LabelState {
             if start == usize::MAX {
                 tracing::error!(example = %example_id, table = %t.name, "table values missing at emission");
                 for _ in &t.features {
-                    Columns::number_cell(None, &mut text);
+                    Columns::number_cell(None, text);
                 }
                 continue;
             }
@@ -457,20 +479,18 @@ impl LabelState {
             });
             fill_ratios(&t.features, values);
             for &v in values.iter() {
-                Columns::number_cell(v, &mut text);
+                Columns::number_cell(v, text);
             }
         }
         sagemaker.push_str(&text[numeric_from..]);
-        Columns::end(&mut text, sagemaker);
+        Columns::end(text, sagemaker);
         let sagemaker_at = text.len();
         text.push_str(sagemaker);
-        *row_len = (*row_len).max(text.len());
         Row {
             example_id,
             time,
             validation,
-            text,
-            sagemaker_at,
+            span: [start, sagemaker_at, text.len()],
         }
     }
 }
@@ -483,13 +503,13 @@ pub fn label_join<'scope>(
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
     side: Rc<RefCell<SideSinks>>,
-) -> StreamVec<'scope, Time, Row> {
+) -> StreamVec<'scope, Time, Rows> {
     let peers = inputs.scope().peers();
     let pact = Exchange::new(move |x: &LabelInput| x.worker(peers));
     inputs.unary_frontier(pact, "LabelJoin", move |_cap, _info| {
         let mut state = LabelState::new(pipeline, metrics, side);
         let mut held = Held::default();
-        let mut rows = Vec::new();
+        let mut rows = Rows::default();
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each(|cap, data| {
@@ -502,10 +522,15 @@ pub fn label_join<'scope>(
                 if !rows.is_empty() {
                     // Deadlines come out in order; sorting each batch orders ties too (ids
                     // are unique: an unstable sort gives the same order).
-                    rows.sort_unstable_by(|a: &Row, b: &Row| {
+                    rows.rows.sort_unstable_by(|a: &Row, b: &Row| {
                         (a.time, &a.example_id).cmp(&(b.time, &b.example_id))
                     });
-                    output.session(cap).give_iterator(rows.drain(..));
+                    // The next pass's buffers start at this one's size.
+                    let next = Rows {
+                        text: String::with_capacity(rows.text.len()),
+                        rows: Vec::with_capacity(rows.rows.len()),
+                    };
+                    output.session(cap).give(std::mem::replace(&mut rows, next));
                 }
             }
             held.settle(state.deadlines.first_time());

@@ -14,7 +14,7 @@ use timely::dataflow::StreamVec;
 use super::schema::Columns;
 use crate::config::Pipeline;
 use crate::dataflow::hold::Held;
-use crate::label::Row;
+use crate::label::Rows;
 use crate::time::{utc, Time, HOUR_MS};
 
 /// The three row channels under the output directory.
@@ -61,7 +61,7 @@ struct OpenPartition {
 /// (time, id) from the label join, so files are byte-identical across replays with the
 /// same worker count. Names are `part-<worker>-00000.csv`, so a replay overwrites.
 pub fn partition_writer<'scope>(
-    rows: StreamVec<'scope, Time, Row>,
+    rows: StreamVec<'scope, Time, Rows>,
     pipeline: Arc<Pipeline>,
     root: PathBuf,
     worker: usize,
@@ -77,18 +77,21 @@ pub fn partition_writer<'scope>(
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
-                for r in data.drain(..) {
-                    let hour = r.time - r.time % HOUR_MS;
-                    let part = open.entry(hour).or_insert_with(|| OpenPartition {
-                        files: [None, None, None],
-                    });
-                    let split = if r.validation { 2 } else { 1 };
-                    let (full, sagemaker) = r.text.split_at(r.sagemaker_at);
-                    for (ch, line) in [(0, full), (split, sagemaker)] {
-                        let result = part.write(&root, hour, ch, &file, &columns, line.as_bytes());
-                        result.unwrap_or_else(|e| {
-                            panic!("cannot write partition {}: {e}", partition_dir(hour))
+                for batch in data.drain(..) {
+                    for r in &batch.rows {
+                        let hour = r.time - r.time % HOUR_MS;
+                        let part = open.entry(hour).or_insert_with(|| OpenPartition {
+                            files: [None, None, None],
                         });
+                        let split = if r.validation { 2 } else { 1 };
+                        let (full, sagemaker) = batch.lines(r);
+                        for (ch, line) in [(0, full), (split, sagemaker)] {
+                            let result =
+                                part.write(&root, hour, ch, &file, &columns, line.as_bytes());
+                            result.unwrap_or_else(|e| {
+                                panic!("cannot write partition {}: {e}", partition_dir(hour))
+                            });
+                        }
                     }
                 }
             });

@@ -93,8 +93,11 @@ impl PendingRows {
     }
 }
 
-/// Pending versions past this many bytes (per worker) are written out at once.
-const PENDING_BYTES: usize = 64 << 20;
+/// Pending versions past this many bytes (per worker) are written out at once. While
+/// replaying, the cap rather than [`CATCH_UP_WRITE_EVERY`] ends most writes: 128 MiB
+/// instead of 64 halves the table files and their merges (replays with the state about
+/// -9 % wall, +40 MiB peak RSS; docs/PERFORMANCE.md).
+const PENDING_BYTES: usize = 128 << 20;
 
 /// How many runs ahead of its turn a key's index slot is fetched into cache (its row
 /// 3/4 as far ahead, its sets and windows half, their buffers a quarter).

@@ -192,6 +192,20 @@ impl AggState {
         }
     }
 
+    /// A lifetime or sliding count at `now` as an integer: what [`AggState::read`] gives,
+    /// without the trip through `f64`. `None` for other aggregates.
+    pub fn read_count(&mut self, spec: &FeatureSpec, now: Time) -> Option<u64> {
+        match self {
+            AggState::Count(n) if spec.agg == Agg::Count => Some(*n),
+            AggState::Window(w) if spec.agg == Agg::Count => {
+                let length = spec.window.unwrap_or(Time::MAX);
+                w.expire(Agg::Count, now.saturating_sub(length));
+                Some(w.applied - w.expired)
+            }
+            _ => None,
+        }
+    }
+
     /// Time of the oldest event still held by a sliding window (`None` if empty or not
     /// windowed).
     pub fn oldest_in_window(&self) -> Option<Time> {

@@ -78,6 +78,17 @@ pub fn put_optional_number(out: &mut Vec<u8>, v: Option<f64>) {
     }
 }
 
+/// Appends a count or a time: the bytes `put_optional_number(out, Some(n as f64))` writes,
+/// without its floating-point tests (most numbers of a table row are counts).
+pub fn put_count(out: &mut Vec<u8>, n: u64) {
+    if n < 1_000_000_000_000_000 {
+        out.push(UINT);
+        put_varint(out, n);
+    } else {
+        put_number(out, n as f64);
+    }
+}
+
 fn put_number(out: &mut Vec<u8>, n: f64) {
     // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
     if (n as u64) as f64 == n && n < 1e15 && n.is_sign_positive() {
@@ -178,6 +189,19 @@ pub fn decode_segment<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A count is written as the same bytes as the number it equals.
+        #[test]
+        fn counts_are_written_as_their_numbers(n in proptest::prop_oneof![
+            0u64..1_000, 0u64..2_000_000_000_000_000, proptest::num::u64::ANY,
+        ]) {
+            let (mut count, mut number) = (Vec::new(), Vec::new());
+            put_count(&mut count, n);
+            put_optional_number(&mut number, Some(n as f64));
+            proptest::prop_assert_eq!(count, number);
+        }
+    }
 
     /// Decodes every segment: `(tag, values)` in the order they were appended.
     fn segments(bytes: &[u8], dict: &Dictionary) -> Vec<(u8, Vec<Value>)> {

@@ -13,7 +13,9 @@
 
 use crate::config::{Agg, FeatureSpec};
 use crate::features::agg::{fill_ratios, from_totals, windowed_by_totals, AggState};
-use crate::label::pending::{decode_segment, put_numbers_header, put_optional_number, Dictionary};
+use crate::label::pending::{
+    decode_segment, put_count, put_numbers_header, put_optional_number, Dictionary,
+};
 use crate::time::Time;
 
 /// Numbers a feature stores in a version.
@@ -34,15 +36,21 @@ pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out
     for (f, s) in specs.iter().zip(states.iter_mut()) {
         match f.agg {
             Agg::Ratio => {}
-            Agg::TimeSinceLast => put_optional_number(out, s.last_time().map(|t| t as f64)),
+            Agg::TimeSinceLast => match s.last_time() {
+                Some(t) => put_count(out, t),
+                None => put_optional_number(out, None),
+            },
             _ if windowed_by_totals(f) => {
                 let (count, sum) = s.totals().unwrap_or_default();
-                put_optional_number(out, Some(count as f64));
+                put_count(out, count);
                 if stored_numbers(f) == 2 {
                     put_optional_number(out, Some(sum));
                 }
             }
-            _ => put_optional_number(out, s.read(f, now)),
+            _ => match s.read_count(f, now) {
+                Some(n) => put_count(out, n),
+                None => put_optional_number(out, s.read(f, now)),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::distinct::{DistinctIds, DistinctSet};
 use crate::config::{Agg, FeatureSpec};
 use crate::event::{stable_hash, Value};
+use crate::label::pending::{put_count, put_optional_number};
 use crate::prefetch::{lines, prefetch};
 use crate::time::Time;
 
@@ -165,10 +166,7 @@ impl AggState {
             AggState::Window(w) => {
                 // Reads come later than `time`: what is out of the window by then goes now,
                 // so keys that are updated but seldom read stay small.
-                w.expire(
-                    spec.agg,
-                    time.saturating_sub(spec.window.unwrap_or(Time::MAX)),
-                );
+                w.expire_at(spec, time);
                 w.push(spec.agg, time, x)
             }
         }
@@ -185,21 +183,27 @@ impl AggState {
             AggState::LastTime(t) => Some((now - *t) as f64 / 1000.0),
             AggState::Distinct(set) => Some(set.len() as f64),
             AggState::Window(w) => {
-                let length = spec.window.unwrap_or(Time::MAX);
-                w.expire(spec.agg, now.saturating_sub(length));
+                w.expire_at(spec, now);
                 w.read(spec.agg)
             }
         }
     }
 
-    /// A lifetime or sliding count at `now` as an integer: what [`AggState::read`] gives,
-    /// without the trip through `f64`. `None` for other aggregates.
-    pub fn read_count(&mut self, spec: &FeatureSpec, now: Time) -> Option<u64> {
+    /// Appends the value at `now` (what [`AggState::read`] gives) to an encoded segment:
+    /// counts as integers, without the trip through `f64` (the same bytes).
+    pub fn put_read(&mut self, spec: &FeatureSpec, now: Time, out: &mut Vec<u8>) {
+        match self.read_count(spec, now) {
+            Some(n) => put_count(out, n),
+            None => put_optional_number(out, self.read(spec, now)),
+        }
+    }
+
+    /// A lifetime or sliding count at `now` as an integer; `None` for other aggregates.
+    fn read_count(&mut self, spec: &FeatureSpec, now: Time) -> Option<u64> {
         match self {
             AggState::Count(n) if spec.agg == Agg::Count => Some(*n),
             AggState::Window(w) if spec.agg == Agg::Count => {
-                let length = spec.window.unwrap_or(Time::MAX);
-                w.expire(Agg::Count, now.saturating_sub(length));
+                w.expire_at(spec, now);
                 Some(w.applied - w.expired)
             }
             _ => None,
@@ -271,6 +275,12 @@ impl AggState {
 }
 
 impl Window {
+    /// Drops what is out of `spec`'s window at time `now`.
+    fn expire_at(&mut self, spec: &FeatureSpec, now: Time) {
+        let length = spec.window.unwrap_or(Time::MAX);
+        self.expire(spec.agg, now.saturating_sub(length));
+    }
+
     fn push(&mut self, agg: Agg, time: Time, x: f64) {
         self.applied += 1;
         if agg == Agg::Count {

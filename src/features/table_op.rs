@@ -17,7 +17,7 @@ use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
 use crate::event::Value;
-use crate::label::pending::{put_count, put_numbers_header, put_optional_number};
+use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
 use crate::tables::{row, TableStore};
 use crate::time::{now_ms, Time};
@@ -344,10 +344,7 @@ impl Tables {
             for (i, f) in spec.features.iter().enumerate() {
                 if f.ratio.is_none() {
                     match states.as_deref_mut() {
-                        Some(st) => match st[i].read_count(f, now) {
-                            Some(n) => put_count(segment, n),
-                            None => put_optional_number(segment, st[i].read(f, now)),
-                        },
+                        Some(st) => st[i].put_read(f, now, segment),
                         None => put_optional_number(segment, AggState::empty_value(f)),
                     }
                 }

@@ -47,10 +47,7 @@ pub fn encode(specs: &[FeatureSpec], states: &mut [AggState], version: Time, out
                     put_optional_number(out, Some(sum));
                 }
             }
-            _ => match s.read_count(f, now) {
-                Some(n) => put_count(out, n),
-                None => put_optional_number(out, s.read(f, now)),
-            },
+            _ => s.put_read(f, now, out),
         }
     }
 }

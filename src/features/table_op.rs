@@ -69,7 +69,7 @@ impl PendingRows {
     }
 
     /// Each version as (entry, time, row).
-    fn numbered(&self) -> impl ExactSizeIterator<Item = (u32, Time, &[u8])> {
+    fn numbered(&self) -> impl ExactSizeIterator<Item = (u32, Time, &[u8])> + Clone {
         let mut start = 0;
         self.versions.iter().map(move |&(entry, len, time)| {
             let row = &self.rows[start..start + len as usize];

@@ -277,7 +277,7 @@ impl TableStore {
         &self,
         table: &str,
         key: impl Fn(u32) -> &'k [u8],
-        versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])>,
+        versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])> + Clone,
     ) -> Result<(), StoreError> {
         self.ingest(table, versions.len() > 0, |put| {
             pack::by_number(versions, key, put)

@@ -19,7 +19,7 @@ use crate::dataflow::time_queue::TimeQueue;
 use crate::event::Value;
 use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
-use crate::tables::{row, TableStore};
+use crate::tables::{pack, row, TableStore};
 use crate::time::{now_ms, Time};
 
 /// State of every table on this worker: key -> one state per feature.
@@ -47,6 +47,8 @@ struct Versions {
     expiring: Vec<bool>,
     /// When pending versions were last written.
     last_write: Instant,
+    /// Buffers every write reuses.
+    scratch: pack::Scratch,
 }
 
 /// Versions of one table waiting for their write: encoded rows back to back in one buffer
@@ -135,7 +137,11 @@ impl Versions {
                 continue;
             }
             let key = |e: u32| keyed.key(e as usize).as_bytes();
-            if let Err(e) = self.store.put_numbered(&spec.name, key, pending.numbered()) {
+            let scratch = &mut self.scratch;
+            let written = self
+                .store
+                .put_numbered(&spec.name, key, pending.numbered(), scratch);
+            if let Err(e) = written {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();
@@ -189,6 +195,7 @@ impl Tables {
                 .map(|t| t.features.iter().any(expires))
                 .collect(),
             last_write: Instant::now(),
+            scratch: pack::Scratch::default(),
         });
         let distinct_ids = pipeline
             .tables

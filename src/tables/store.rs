@@ -278,9 +278,10 @@ impl TableStore {
         table: &str,
         key: impl Fn(u32) -> &'k [u8],
         versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])> + Clone,
+        scratch: &mut pack::Scratch,
     ) -> Result<(), StoreError> {
         self.ingest(table, versions.len() > 0, |put| {
-            pack::by_number(versions, key, put)
+            pack::by_number(versions, key, scratch, put)
         })
     }
 

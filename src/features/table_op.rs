@@ -47,8 +47,6 @@ struct Versions {
     expiring: Vec<bool>,
     /// When pending versions were last written.
     last_write: Instant,
-    /// Buffers every write reuses.
-    scratch: pack::Scratch,
 }
 
 /// Versions of one table waiting for their write: encoded rows back to back in one buffer
@@ -132,15 +130,16 @@ impl Versions {
     /// Writes every pending version, one ingested table file per table.
     fn write_pending(&mut self, pipeline: &Pipeline, state: &[KeyedStates]) {
         let tables = pipeline.tables.iter().zip(&mut self.pending).zip(state);
+        // One write's tables share their grouping buffers; kept no longer (they would
+        // add the largest write's buffers, ~100 MiB, to the peak RSS).
+        let mut scratch = pack::Scratch::default();
         for ((spec, pending), keyed) in tables {
             if pending.is_empty() {
                 continue;
             }
             let key = |e: u32| keyed.key(e as usize).as_bytes();
-            let scratch = &mut self.scratch;
-            let written = self
-                .store
-                .put_numbered(&spec.name, key, pending.numbered(), scratch);
+            let written =
+                (self.store).put_numbered(&spec.name, key, pending.numbered(), &mut scratch);
             if let Err(e) = written {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
@@ -195,7 +194,6 @@ impl Tables {
                 .map(|t| t.features.iter().any(expires))
                 .collect(),
             last_write: Instant::now(),
-            scratch: pack::Scratch::default(),
         });
         let distinct_ids = pipeline
             .tables

@@ -131,9 +131,10 @@ pub fn by_number<'v, 'k, E>(
     Ok(())
 }
 
-/// Buffers [`by_number`] keeps from one write to the next (their room, never their
-/// contents): a replay's write groups millions of versions, and arrays allocated afresh
-/// each time had the kernel zero their pages again (1.6 % of the workers' samples).
+/// Buffers [`by_number`] keeps from one call to the next (their room, never their
+/// contents): a replay's write groups millions of versions per table, and arrays
+/// allocated afresh for each table had the kernel zero their pages again (1.6 % of the
+/// workers' samples).
 #[derive(Default)]
 pub struct Scratch {
     items: Vec<(u64, Time, &'static [u8])>,

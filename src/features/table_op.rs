@@ -138,9 +138,11 @@ impl Versions {
                 continue;
             }
             let key = |e: u32| keyed.key(e as usize).as_bytes();
-            let written =
-                (self.store).put_numbered(&spec.name, key, pending.numbered(), &mut scratch);
-            if let Err(e) = written {
+            let versions = pending.numbered();
+            if let Err(e) = self
+                .store
+                .put_numbered(&spec.name, key, versions, &mut scratch)
+            {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();

@@ -89,6 +89,9 @@ pub fn build(
     Built { watermark, done }
 }
 
+/// How many events ahead of its turn the split fetches an event's fields.
+const AHEAD: usize = 16;
+
 /// Splits events into their table records and the label join's examples (with their event
 /// features) and outcomes (naming their example). One operator that consumes each event:
 /// two consumers of one stream would each get a copy of every event.
@@ -114,7 +117,7 @@ fn split_events<'scope>(
             input.for_each_stamp(|stamp, data| {
                 let mut records = records.session(&stamp);
                 let mut labels = labels.session(&stamp);
-                for ev in data.flat_map(|d| d.drain(..)) {
+                for ev in data.flat_map(drain_fetching_ahead) {
                     routes.route(&ev, &mut routed);
                     records.give_iterator(routed.drain(..));
                     if let Some(input) = label_input(&p, &mut derive, ev) {
@@ -125,6 +128,23 @@ fn split_events<'scope>(
         }
     });
     (records_stream, labels_stream)
+}
+
+/// Drains `batch`, fetching each event's fields into cache [`AHEAD`] events before its
+/// turn (its long strings half as far ahead): events come from other workers or were
+/// parsed a batch ago, and reading them cold was most of routing's and classifying's time.
+fn drain_fetching_ahead(batch: &mut Vec<Event>) -> impl Iterator<Item = Event> + '_ {
+    let mut events = batch.drain(..);
+    std::iter::from_fn(move || {
+        let rest = events.as_slice();
+        if let Some(ev) = rest.get(AHEAD) {
+            ev.prefetch_fields();
+        }
+        if let Some(ev) = rest.get(AHEAD / 2) {
+            ev.prefetch_text();
+        }
+        events.next()
+    })
 }
 
 /// What the label join needs of an event: an example with its event features, or an

@@ -22,6 +22,10 @@ const TYPICAL_EVERY: usize = 1024;
 /// Percentile of recent final sizes new buffers get: few examples outgrow it, and one
 /// rare long example does not set it. (The median instead saved ~3 B per held example.)
 const TYPICAL_PERCENTILE: usize = 99;
+/// Finished buffers kept for new examples, at most: a pass's new examples take the
+/// buffers its last pass finished, still in cache, instead of cold blocks from the
+/// allocator (whose free lists run through the blocks themselves).
+const SPARE_MAX: usize = 4096;
 
 /// An example id with its [`stable_hash`], computed once per input however often the
 /// map is probed for it.
@@ -71,6 +75,38 @@ pub struct WaitingExamples {
     block: Vec<u32>,
     /// Whether a block has set [`WaitingExamples::typical`].
     measured: bool,
+    /// Finished buffers kept for new examples.
+    spare: Spares,
+}
+
+/// Finished buffers kept for new examples, the latest last (see [`SPARE_MAX`]).
+#[derive(Default)]
+struct Spares {
+    buffers: Vec<Box<[u8]>>,
+    /// Sum of their lengths.
+    bytes: usize,
+}
+
+impl Spares {
+    /// The latest spare with room for `size` bytes and no more than an eighth over; the
+    /// later ones that do not fit are dropped (made before the typical size changed).
+    fn take(&mut self, size: usize) -> Option<Box<[u8]>> {
+        while let Some(buf) = self.buffers.pop() {
+            self.bytes -= buf.len();
+            if (size..=size + size / 8).contains(&buf.len()) {
+                return Some(buf);
+            }
+        }
+        None
+    }
+
+    /// Keeps `buf` if fewer than [`SPARE_MAX`] are kept.
+    fn keep(&mut self, buf: Box<[u8]>) {
+        if self.buffers.len() < SPARE_MAX {
+            self.bytes += buf.len();
+            self.buffers.push(buf);
+        }
+    }
 }
 
 /// Read access to one example's buffer (its used bytes).
@@ -108,15 +144,25 @@ fn used(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[USED..ID_LEN].try_into().unwrap()) as usize
 }
 
-/// A new buffer of `size` bytes or more: unknown time, no outcomes, the id (empty for
-/// overflow entries), then `first`.
-fn new_buffer(id: &[u8], first: &[u8], size: usize) -> Box<[u8]> {
-    let used = (ID + id.len() + first.len()) as u32;
+/// A new buffer of `size` bytes or more (a spare of about that size if any): unknown
+/// time, no outcomes, the id (empty for overflow entries), then `first`.
+fn new_buffer(id: &[u8], first: &[u8], size: usize, spare: &mut Spares) -> Box<[u8]> {
+    let used = ID + id.len() + first.len();
     let mut header = [0u8; ID];
     header[..OUTCOMES].copy_from_slice(&Time::MAX.to_le_bytes());
-    header[USED..ID_LEN].copy_from_slice(&used.to_le_bytes());
+    header[USED..ID_LEN].copy_from_slice(&(used as u32).to_le_bytes());
     header[ID_LEN] = id.len() as u8;
-    with_room(&[&header, id, first], size)
+    match spare.take(size.max(used)) {
+        Some(mut buf) => {
+            let mut at = 0;
+            for part in [&header[..], id, first] {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            buf
+        }
+        None => with_room(&[&header, id, first], size),
+    }
 }
 
 /// Appends `more` to the used bytes of `buf`, in place if it has room, else in a new buffer
@@ -150,11 +196,12 @@ impl WaitingExamples {
         self.len() == 0
     }
 
-    /// Bytes held: map slots at their capacity plus buffers.
+    /// Bytes held: map slots at their capacity plus buffers (spares included).
     pub fn heap_bytes(&self) -> usize {
         self.main.capacity() * std::mem::size_of::<(u64, Box<[u8]>)>()
             + self.overflow.capacity() * (std::mem::size_of::<(CompactString, Box<[u8]>)>() + 1)
             + self.buffer_bytes
+            + self.spare.bytes
     }
 
     fn locate(&self, id: Id) -> Option<Slot> {
@@ -213,15 +260,16 @@ impl WaitingExamples {
             None if text.len() <= u8::MAX as usize
                 && (self.overflow.is_empty() || !self.overflow.contains_key(text)) =>
             {
-                let buf = self
-                    .main
-                    .insert(hash, new_buffer(text.as_bytes(), first, size));
+                let buf = self.main.insert(
+                    hash,
+                    new_buffer(text.as_bytes(), first, size, &mut self.spare),
+                );
                 (Slot::Main(hash), buf, true)
             }
             _ => match self.overflow.entry(text.into()) {
                 Entry::Occupied(e) => (Slot::Overflow(text.into()), e.into_mut(), false),
                 Entry::Vacant(e) => {
-                    let buf = new_buffer(b"", first, size);
+                    let buf = new_buffer(b"", first, size, &mut self.spare);
                     (Slot::Overflow(text.into()), e.insert(buf), true)
                 }
             },
@@ -292,6 +340,14 @@ impl WaitingExamples {
         }
         (id, buf)
     }
+
+    /// Keeps a finished example's buffer for a new example, if it is about the typical
+    /// size and fewer than [`SPARE_MAX`] are kept.
+    pub fn recycle(&mut self, buf: Box<[u8]>) {
+        if buf.len() <= self.typical + self.typical / 8 {
+            self.spare.keep(buf);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -355,5 +411,33 @@ mod tests {
         assert_eq!((e.time(), e.id(), e.segments()), (9, "x", &want[..]));
         w.remove(&slot);
         assert_eq!(w.buffer_bytes, 0, "every byte held is accounted for");
+    }
+
+    #[test]
+    fn finished_buffers_are_reused_whole_and_counted_while_kept() {
+        let mut w = WaitingExamples::default();
+        for i in 0..TYPICAL_EVERY {
+            let (slot, _) = w.append(Id::new(&format!("e{i}")), Some(1), |b| b.extend([7; 20]));
+            w.remove(&slot);
+        }
+        let (slot, _) = w.append(Id::new("a"), Some(1), |b| b.extend([7; 20]));
+        w.add_outcome(Id::new("a"));
+        let (_, buf) = w.remove(&slot);
+        let (at, held) = (buf.as_ptr(), w.heap_bytes());
+        w.recycle(buf);
+        assert_eq!(
+            w.heap_bytes(),
+            held + w.typical,
+            "a kept buffer is held memory"
+        );
+        w.append(Id::new("b"), Some(2), |b| b.extend([9; 5]));
+        let e = w.get(Id::new("b")).unwrap();
+        assert_eq!(e.0.as_ptr(), at, "the new example took the finished buffer");
+        assert_eq!(
+            (e.time(), e.outcomes(), e.id(), e.segments()),
+            (2, 0, "b", &[9; 5][..]),
+            "nothing of the finished example shows through"
+        );
+        assert_eq!(w.heap_bytes(), held + w.typical);
     }
 }

@@ -378,6 +378,7 @@ impl LabelState {
             positive += u64::from(example.outcomes() > 0);
             let row = self.finish(id, time, validation, example, &mut scratch, &mut rows.text);
             rows.rows.push(row);
+            self.examples.recycle(buf);
             // Two ids with one hash: the later example is the one remembered.
             self.finished.set(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);

@@ -9,7 +9,12 @@ use crate::prefetch::prefetch;
 /// the same for every hash a worker holds).
 pub fn home_slot(hash: u64, len: usize) -> usize {
     let bits = len.trailing_zeros();
-    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    (mixed(hash) >> (64 - bits)) as usize
+}
+
+/// `hash` mixed as [`home_slot`] mixes it: its high bits are the home slot's.
+pub fn mixed(hash: u64) -> u64 {
+    hash.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Hash -> value.

@@ -4,21 +4,20 @@
 //! The index is open addressing with linear probing over 8-byte slots (a 32-bit hash tag
 //! and an entry number), so a key's home slot is known from its hash alone and can be
 //! prefetched; rows of states lie back to back in one vector. Keys are never removed.
-//! Callers pass each key's [`stable_hash`]: a growing index recomputes it from the key.
+//! Callers pass each key's [`stable_hash`](crate::event::stable_hash). A slot's tag also
+//! gives its home slot, so a growing index moves slots without reading keys.
 
 use compact_str::CompactString;
 
 use super::agg::AggState;
-use crate::event::stable_hash;
-use crate::hash_slots::home_slot;
+use crate::hash_slots::mixed;
 use crate::prefetch::{lines, prefetch};
 
 /// Key -> row of `stride` states.
 pub struct KeyedStates {
     /// Slots: 0 = empty, else `tag << 32 | (entry + 1)`; a power of two long.
     index: Vec<u64>,
-    /// Per entry: its key (24 bytes inline for keys up to 24 bytes; the hash is
-    /// recomputed when the index grows, rather than kept: 8 bytes a key).
+    /// Per entry: its key (24 bytes inline for keys up to 24 bytes).
     keys: Vec<CompactString>,
     /// Per entry: its `stride` states.
     states: Vec<AggState>,
@@ -38,8 +37,11 @@ impl Candidate {
 /// The index grows past this load (numerator over 8).
 const MAX_LOAD_EIGHTHS: usize = 6;
 
+/// The tag of a hash: the high 32 bits of the hash mixed as
+/// [`home_slot`](crate::hash_slots::home_slot) mixes it, which are also the bits that pick
+/// its home slot in any index of up to 2^32 slots.
 fn tag(hash: u64) -> u64 {
-    hash >> 32
+    mixed(hash) >> 32
 }
 
 impl KeyedStates {
@@ -64,7 +66,12 @@ impl KeyedStates {
     }
 
     fn home(&self, hash: u64) -> usize {
-        home_slot(hash, self.index.len())
+        self.home_of_tag(tag(hash))
+    }
+
+    /// Home slot of a tag: its high bits, as many as the index length has.
+    fn home_of_tag(&self, tag: u64) -> usize {
+        (tag >> (32 - self.index.len().trailing_zeros())) as usize
     }
 
     /// Fetches the index slots where `hash` starts probing.
@@ -174,26 +181,36 @@ impl KeyedStates {
 
     /// Writes entry `e` into the first empty slot of its probe sequence.
     fn place(&mut self, hash: u64, e: usize) {
+        self.place_slot(tag(hash) << 32 | (e as u64 + 1));
+    }
+
+    /// Writes a slot into the first empty slot of its tag's probe sequence.
+    fn place_slot(&mut self, s: u64) {
         let mask = self.index.len() - 1;
-        let mut slot = self.home(hash);
+        let mut slot = self.home_of_tag(s >> 32);
         while self.index[slot] != 0 {
             slot = (slot + 1) & mask;
         }
-        self.index[slot] = tag(hash) << 32 | (e as u64 + 1);
+        self.index[slot] = s;
     }
 
-    /// Doubles the index and places every entry again (entry numbers do not change).
+    /// Doubles the index and moves every slot (entry numbers do not change). Slots are
+    /// placed from their tags alone, in about the order of their new homes: no key is
+    /// read or hashed again, and writes to the new index are nearly sequential.
     fn grow(&mut self) {
-        self.index = vec![0; self.index.len() * 2];
-        for e in 0..self.keys.len() {
-            self.place(stable_hash(self.keys[e].as_bytes()), e);
-        }
+        assert!(self.index.len() < 1 << 32, "tags place up to 2^32 slots");
+        let bigger = vec![0; self.index.len() * 2];
+        let old = std::mem::replace(&mut self.index, bigger);
+        old.into_iter()
+            .filter(|&s| s != 0)
+            .for_each(|s| self.place_slot(s));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::stable_hash;
 
     fn key(i: usize) -> CompactString {
         CompactString::from(format!("u{i}|c{}", i % 7))
@@ -225,7 +242,7 @@ mod tests {
 
     #[test]
     fn keys_with_equal_tags_are_told_apart() {
-        // Same high 32 bits (tag) and the same home slot: only the key tells them apart.
+        // The same hash (so the same tag and home slot): only the key tells them apart.
         let mut t = KeyedStates::new(1);
         let h = 0xABCD_EF01_0000_0001;
         let (a, b) = (CompactString::from("a"), CompactString::from("b"));

@@ -88,25 +88,27 @@ struct Spares {
 }
 
 impl Spares {
-    /// The latest spare with room for `size` bytes and no more than an eighth over; the
-    /// later ones that do not fit are dropped (made before the typical size changed).
+    /// The latest spare, if it fits `size` bytes ([`fits`]). One that does not is dropped:
+    /// it was kept before the typical size changed (or the example is unusually long), and
+    /// stale spares must not pile up at the top.
     fn take(&mut self, size: usize) -> Option<Box<[u8]>> {
-        while let Some(buf) = self.buffers.pop() {
-            self.bytes -= buf.len();
-            if (size..=size + size / 8).contains(&buf.len()) {
-                return Some(buf);
-            }
-        }
-        None
+        let buf = self.buffers.pop()?;
+        self.bytes -= buf.len();
+        fits(&buf, size).then_some(buf)
     }
 
-    /// Keeps `buf` if fewer than [`SPARE_MAX`] are kept.
-    fn keep(&mut self, buf: Box<[u8]>) {
-        if self.buffers.len() < SPARE_MAX {
+    /// Keeps `buf` if it fits `typical` bytes and fewer than [`SPARE_MAX`] are kept.
+    fn keep(&mut self, buf: Box<[u8]>, typical: usize) {
+        if fits(&buf, typical) && self.buffers.len() < SPARE_MAX {
             self.bytes += buf.len();
             self.buffers.push(buf);
         }
     }
+}
+
+/// Whether `buf` has room for `size` bytes and no more than an eighth over.
+fn fits(buf: &[u8], size: usize) -> bool {
+    (size..=size + size / 8).contains(&buf.len())
 }
 
 /// Read access to one example's buffer (its used bytes).
@@ -344,9 +346,7 @@ impl WaitingExamples {
     /// Keeps a finished example's buffer for a new example, if it is about the typical
     /// size and fewer than [`SPARE_MAX`] are kept.
     pub fn recycle(&mut self, buf: Box<[u8]>) {
-        if buf.len() <= self.typical + self.typical / 8 {
-            self.spare.keep(buf);
-        }
+        self.spare.keep(buf, self.typical);
     }
 }
 

@@ -154,16 +154,13 @@ fn new_buffer(id: &[u8], first: &[u8], size: usize, spare: &mut Spares) -> Box<[
     header[..OUTCOMES].copy_from_slice(&Time::MAX.to_le_bytes());
     header[USED..ID_LEN].copy_from_slice(&(used as u32).to_le_bytes());
     header[ID_LEN] = id.len() as u8;
+    let parts = [&header[..], id, first];
     match spare.take(size.max(used)) {
         Some(mut buf) => {
-            let mut at = 0;
-            for part in [&header[..], id, first] {
-                buf[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
+            put_parts(&mut buf, &parts);
             buf
         }
-        None => with_room(&[&header, id, first], size),
+        None => with_room(&parts, size),
     }
 }
 
@@ -181,10 +178,18 @@ fn append_to(buf: &mut Box<[u8]>, more: &[u8], size: usize) {
 /// `parts` back to back in a buffer of `size` bytes, or of their length if longer.
 fn with_room(parts: &[&[u8]], size: usize) -> Box<[u8]> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut buf = Vec::with_capacity(size.max(len));
-    parts.iter().for_each(|p| buf.extend_from_slice(p));
-    buf.resize(size.max(len), 0);
-    buf.into_boxed_slice()
+    let mut buf = vec![0; size.max(len)].into_boxed_slice();
+    put_parts(&mut buf, parts);
+    buf
+}
+
+/// Writes `parts` back to back at the start of `buf`.
+fn put_parts(buf: &mut [u8], parts: &[&[u8]]) {
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
 }
 
 impl WaitingExamples {

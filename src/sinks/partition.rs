@@ -1,8 +1,8 @@
 //! Writes finished rows into hour partitions: full CSV, SageMaker train/ and validation/.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use super::direct::DirectFile;
 use super::schema::Columns;
 use crate::config::Pipeline;
 use crate::dataflow::hold::Held;
@@ -53,7 +54,7 @@ pub fn is_validation(id_hash: u64, fraction: f64) -> bool {
 /// Part files of one open hour partition on one worker, written as rows arrive.
 struct OpenPartition {
     /// Per channel: the temporary file being written and its row count.
-    files: [Option<(BufWriter<File>, u64)>; 3],
+    files: [Option<(DirectFile, u64)>; 3],
 }
 
 /// Streams this worker's rows into their hour partition's part files and publishes them
@@ -129,8 +130,7 @@ impl OpenPartition {
         if self.files[ch].is_none() {
             let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
             fs::create_dir_all(&dir)?;
-            let mut w =
-                BufWriter::with_capacity(1 << 16, File::create(dir.join(format!(".{file}.tmp")))?);
+            let mut w = DirectFile::create(&dir.join(format!(".{file}.tmp")))?;
             if ch == 0 {
                 w.write_all(columns.full_header.as_bytes())?;
                 w.write_all(b"\n")?;
@@ -147,7 +147,7 @@ impl OpenPartition {
         let mut out = Vec::new();
         for (ch, slot) in self.files.into_iter().enumerate() {
             let Some((w, rows)) = slot else { continue };
-            w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            w.finish()?;
             let dir = root.join(CHANNELS[ch]).join(partition_dir(hour));
             fs::rename(dir.join(format!(".{file}.tmp")), dir.join(file))?;
             out.push(PartWritten {

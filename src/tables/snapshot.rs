@@ -5,6 +5,7 @@
 //! `manifest.json`, so it opens read-only as is and can be uploaded as is.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,13 +153,29 @@ fn checksum(dir: &Path) -> std::io::Result<(FileList, u64, String)> {
     names.sort();
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     let (mut files, mut total) = (Vec::new(), 0);
+    // Files stream through one buffer: reading each whole into a new vector had the
+    // kernel zero fresh pages for every byte of every snapshot (2.6 % of a replay's CPU).
+    let mut buffer = vec![0u8; 1 << 20];
     for name in names {
-        let bytes = fs::read(dir.join(&name))?;
+        let mut file = fs::File::open(dir.join(&name))?;
+        let len = file.metadata()?.len();
         hash.update(name.as_bytes());
-        hash.update(&(bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
-        total += bytes.len() as u64;
-        files.push((name, bytes.len() as u64));
+        hash.update(&len.to_le_bytes());
+        let mut read = 0;
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buffer[..n]);
+            read += n as u64;
+        }
+        if read != len {
+            let message = format!("{name} changed while it was checksummed");
+            return Err(std::io::Error::other(message));
+        }
+        total += len;
+        files.push((name, len));
     }
     Ok((files, total, format!("xxh3-128:{:032x}", hash.digest128())))
 }

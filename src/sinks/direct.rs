@@ -1,11 +1,11 @@
 //! A part file written around the page cache (`O_DIRECT`), in large aligned blocks.
 //!
 //! The job never reads its part files back, so buffered writes only copied every byte
-//! into fresh page-cache pages and left the kernel's writeback to copy them out again.
-//! On the bench VM that copy was ~9 % of a run's CPU samples (it zeroes, or faults in,
-//! each fresh page); a direct write of a 1 MiB block costs a fraction of it
-//! (docs/PERFORMANCE.md). Where the file system refuses `O_DIRECT` (tmpfs, some network
-//! mounts) the file is written through the page cache as before.
+//! into fresh page-cache pages for the kernel's writeback to copy out again. On the bench
+//! VM, where a fresh page is slow to touch, that copy was ~9 % of a run's CPU samples with
+//! the state; direct writes of 1 MiB blocks cost a fraction of it (docs/PERFORMANCE.md).
+//! Where the file system refuses `O_DIRECT` (tmpfs before Linux 6.6, some network mounts)
+//! the file is written through the page cache.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

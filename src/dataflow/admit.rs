@@ -37,9 +37,12 @@ pub struct Partition<'a> {
     pub held: Time,
 }
 
-/// Counts one read outcome and sends it on: an event at or after the watermark (the
-/// partition's, or the source's capability if later) into `batch`, advancing the
-/// partition's clock; a late event to `late/`; a malformed record to `dead_letter/`.
+/// Sends one read outcome on: an event at or after the watermark (the partition's, or the
+/// source's capability if later) into `batch`, advancing the partition's clock; a late
+/// event to `late/` and a malformed record to `dead_letter/`, each counted. Returns whether
+/// the outcome was a record: the caller adds those to `records_read` once per batch (an
+/// atomic add per record was a cache line the workers passed back and forth).
+#[must_use = "records read are counted by the caller"]
 pub fn admit(
     outcome: ReadOutcome,
     partition: Partition<'_>,
@@ -47,12 +50,11 @@ pub fn admit(
     side: &mut SideSinks,
     metrics: &Metrics,
     batch: &mut Vec<Event>,
-) {
+) -> bool {
     let reader = partition.reader;
     match outcome {
-        ReadOutcome::Skip => {}
+        ReadOutcome::Skip => return false,
         ReadOutcome::Bad(bad) => {
-            Metrics::add(&metrics.records_read, 1);
             Metrics::add(&metrics.malformed, 1);
             let (place, position) = match origin {
                 Origin::File(path) => (path.to_path_buf(), bad.position),
@@ -70,12 +72,11 @@ pub fn admit(
             );
         }
         ReadOutcome::Event(ev, pos) => {
-            Metrics::add(&metrics.records_read, 1);
             let watermark = partition.clock.watermark().max(partition.held);
             if ev.time >= watermark {
                 partition.clock.observe(ev.time);
                 batch.push(ev);
-                return;
+                return true;
             }
             Metrics::add(&metrics.late, 1);
             let mut late = json!({"reason": "late", "source": reader.source_name(),
@@ -96,4 +97,5 @@ pub fn admit(
             side.write(Side::Late, late);
         }
     }
+    true
 }

@@ -86,6 +86,7 @@ pub fn kinesis_source<'scope>(
             let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
             let mut side = side.borrow_mut();
             let mut finished = false;
+            let mut read = 0;
             let ahead = held_time > frontier.saturating_add(pipeline.read_ahead);
             for _ in 0..if ahead { 0 } else { MESSAGES } {
                 match rx.try_recv() {
@@ -122,7 +123,9 @@ pub fn kinesis_source<'scope>(
                                     shard: &shard,
                                     sequence: &seq,
                                 };
-                                admit(outcome, partition, origin, &mut side, &metrics, &mut batch);
+                                read += u64::from(admit(
+                                    outcome, partition, origin, &mut side, &metrics, &mut batch,
+                                ));
                             }
                         }
                         if let Some(seq) = last_seq {
@@ -143,6 +146,7 @@ pub fn kinesis_source<'scope>(
                     }
                 }
             }
+            Metrics::add(&metrics.records_read, read);
             Metrics::add(&metrics.events, batch.len() as u64);
             if !batch.is_empty() {
                 output.session(&*held).give_iterator(batch.drain(..));

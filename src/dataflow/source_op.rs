@@ -71,6 +71,7 @@ pub fn file_source<'scope>(
             let mut budget = BATCH;
             let mut side = side.borrow_mut();
             let mut blocked = false;
+            let mut read = 0;
             while budget > 0 {
                 // Read the most-behind partition, unless even it is too far ahead.
                 let Some(ix) = (0..live.len()).min_by_key(|&i| live[i].clock.watermark()) else {
@@ -94,12 +95,15 @@ pub fn file_source<'scope>(
                         held: held_time,
                     };
                     let origin = Origin::File(&p.spec.path);
-                    admit(outcome, partition, origin, &mut side, &metrics, &mut batch);
+                    read += u64::from(admit(
+                        outcome, partition, origin, &mut side, &metrics, &mut batch,
+                    ));
                 }
                 if exhausted {
                     live.swap_remove(ix);
                 }
             }
+            Metrics::add(&metrics.records_read, read);
             Metrics::add(&metrics.events, batch.len() as u64);
             // Nothing read because every partition is too far ahead: wait, do not spin.
             let waiting = blocked && batch.is_empty();

@@ -134,6 +134,10 @@ struct LabelState {
     columns: Columns,
     /// Buffers reused by every row's [`LabelState::finish`].
     scratch: Scratch,
+    /// Examples created since the last [`LabelState::pending_changed`]: reported once per
+    /// batch of inputs, as an atomic add per example was a cache line the workers passed
+    /// back and forth (only creations happen between reports, so peaks are the same).
+    created: i64,
 }
 
 /// Buffers reused by every row's emission: segment starts, a table's values with its
@@ -163,6 +167,7 @@ impl LabelState {
             dictionary: Dictionary::default(),
             columns,
             scratch: Scratch::default(),
+            created: 0,
         }
     }
 
@@ -268,6 +273,10 @@ impl LabelState {
                 }
             }
         }
+        if self.created > 0 {
+            let created = std::mem::take(&mut self.created);
+            self.pending_changed(created);
+        }
     }
 
     /// Fetches the slot of example `i + AHEAD` and the buffer of `i + AHEAD / 2`.
@@ -291,9 +300,7 @@ impl LabelState {
             Slot::Main(hash) => self.deadlines.push(time + self.window(), hash),
             Slot::Overflow(id) => self.overflow_deadlines.push(time + self.window(), id),
         }
-        if created {
-            self.pending_changed(1);
-        }
+        self.created += i64::from(created);
         for (t, oid) in self.waiting.remove(key.text).unwrap_or_default() {
             self.count(key, time, &oid, t);
         }
@@ -328,9 +335,7 @@ impl LabelState {
         let (_, created) = self
             .examples
             .append(key, None, |out| out.extend_from_slice(segments));
-        if created {
-            self.pending_changed(1);
-        }
+        self.created += i64::from(created);
     }
 
     /// Everything the watermark `frontier` completes: orphans, rows, forgotten examples.

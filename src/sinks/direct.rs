@@ -63,20 +63,31 @@ impl DirectFile {
         })
     }
 
-    /// Writes the first `len` bytes of the block at the end of the file (`len` a multiple
-    /// of [`ALIGN`] while direct). A file system that took `O_DIRECT` at open but refuses
-    /// the write gets this and every later write through the page cache.
-    fn write_block(&mut self, len: usize) -> io::Result<()> {
-        let block = &self.memory[self.start..self.start + len];
-        match self.file.write_all_at(block, self.written) {
+    /// Writes bytes `range` of the block at the end of the file (whole [`ALIGN`]s while
+    /// direct). A file system that took `O_DIRECT` at open but refuses the write gets this
+    /// and every later write through the page cache.
+    fn write_block(&mut self, range: std::ops::Range<usize>) -> io::Result<()> {
+        let len = range.len();
+        let at = self.start + range.start;
+        match self
+            .file
+            .write_all_at(&self.memory[at..at + len], self.written)
+        {
             Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                self.file = OpenOptions::new().write(true).open(&self.path)?;
-                self.direct = false;
-                self.file.write_all_at(block, self.written)?;
+                self.stop_direct()?;
+                self.file
+                    .write_all_at(&self.memory[at..at + len], self.written)?;
             }
             result => result?,
         }
         self.written += len as u64;
+        Ok(())
+    }
+
+    /// Writes through the page cache from here on.
+    fn stop_direct(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().write(true).open(&self.path)?;
+        self.direct = false;
         Ok(())
     }
 
@@ -87,14 +98,12 @@ impl DirectFile {
         } else {
             self.len
         };
-        self.write_block(aligned)?;
-        let tail = &self.memory[self.start + aligned..self.start + self.len];
-        if !tail.is_empty() {
+        self.write_block(0..aligned)?;
+        if aligned < self.len {
             // The last partial block through the page cache: direct writes need whole
             // blocks, and the file must end where its bytes end.
-            let file = OpenOptions::new().write(true).open(&self.path)?;
-            file.write_all_at(tail, self.written)?;
-            file.sync_data()?;
+            self.stop_direct()?;
+            self.write_block(aligned..self.len)?;
         }
         self.file.sync_data()
     }
@@ -107,7 +116,7 @@ impl Write for DirectFile {
         self.memory[at..at + n].copy_from_slice(&bytes[..n]);
         self.len += n;
         if self.len == BLOCK {
-            self.write_block(BLOCK)?;
+            self.write_block(0..BLOCK)?;
             self.len = 0;
         }
         Ok(n)

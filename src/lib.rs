@@ -8,6 +8,7 @@
 pub mod api;
 pub mod aws;
 pub mod bench;
+pub mod chunked;
 pub mod config;
 pub mod dataflow;
 pub mod event;

@@ -3,13 +3,15 @@
 //!
 //! The index is open addressing with linear probing over 8-byte slots (a 32-bit hash tag
 //! and an entry number), so a key's home slot is known from its hash alone and can be
-//! prefetched; rows of states lie back to back in one vector. Keys are never removed.
+//! prefetched; keys and rows of states lie back to back in chunks that never move (see
+//! [`ChunkedRows`]). Keys are never removed.
 //! Callers pass each key's [`stable_hash`](crate::event::stable_hash). A slot's tag also
 //! gives its home slot, so a growing index moves slots without reading keys.
 
 use compact_str::CompactString;
 
 use super::agg::AggState;
+use crate::chunked::ChunkedRows;
 use crate::hash_slots::mixed;
 use crate::prefetch::{lines, prefetch};
 
@@ -18,10 +20,9 @@ pub struct KeyedStates {
     /// Slots: 0 = empty, else `tag << 32 | (entry + 1)`; a power of two long.
     index: Vec<u64>,
     /// Per entry: its key (24 bytes inline for keys up to 24 bytes).
-    keys: Vec<CompactString>,
+    keys: ChunkedRows<CompactString>,
     /// Per entry: its `stride` states.
-    states: Vec<AggState>,
-    stride: usize,
+    states: ChunkedRows<AggState>,
 }
 
 /// Where a key may be, found from cached index slots without reading its key: the entry
@@ -49,9 +50,8 @@ impl KeyedStates {
     pub fn new(stride: usize) -> Self {
         KeyedStates {
             index: vec![0; 16],
-            keys: Vec::new(),
-            states: Vec::new(),
-            stride,
+            keys: ChunkedRows::new(1),
+            states: ChunkedRows::new(stride),
         }
     }
 
@@ -95,15 +95,13 @@ impl KeyedStates {
 
     /// The states of a candidate (none for no candidate).
     fn candidate_row(&self, c: Candidate) -> &[AggState] {
-        let e = c.0.map_or(0, |e| e as usize);
-        let n = if c.0.is_some() { self.stride } else { 0 };
-        &self.states[e * self.stride..e * self.stride + n]
+        c.0.map_or(&[], |e| self.states.row(e as usize))
     }
 
     /// Fetches a candidate's key and states.
     pub fn prefetch_entry(&self, c: Candidate) {
         if let Some(e) = c.0 {
-            prefetch(&self.keys[e as usize], 1);
+            prefetch(self.key(e as usize), 1);
         }
         let row = self.candidate_row(c);
         prefetch(row.as_ptr(), lines(std::mem::size_of_val(row)));
@@ -126,7 +124,7 @@ impl KeyedStates {
     /// The entry of `key`, checking a candidate first; `None` if absent.
     pub fn find(&self, hash: u64, key: &str, c: Candidate) -> Option<usize> {
         if let Some(e) = c.0 {
-            if self.keys[e as usize] == key {
+            if self.key(e as usize) == key {
                 return Some(e as usize);
             }
         }
@@ -137,7 +135,7 @@ impl KeyedStates {
                 0 => return None,
                 s if s >> 32 == tag(hash) => {
                     let e = (s as u32 - 1) as usize;
-                    if self.keys[e] == key {
+                    if self.key(e) == key {
                         return Some(e);
                     }
                 }
@@ -162,21 +160,20 @@ impl KeyedStates {
             self.grow();
         }
         let e = self.keys.len();
-        self.keys.push(key.clone());
-        init(&mut self.states);
-        assert_eq!(self.states.len(), (e + 1) * self.stride, "one row per key");
+        self.keys.push_row(|k| k.push(key.clone()));
+        self.states.push_row(init);
         self.place(hash, e);
         e
     }
 
     /// The key of an entry.
     pub fn key(&self, e: usize) -> &CompactString {
-        &self.keys[e]
+        &self.keys.row(e)[0]
     }
 
     /// The states of an entry.
     pub fn row(&mut self, e: usize) -> &mut [AggState] {
-        &mut self.states[e * self.stride..(e + 1) * self.stride]
+        self.states.row_mut(e)
     }
 
     /// Writes entry `e` into the first empty slot of its probe sequence.

@@ -38,13 +38,21 @@ impl<T> ChunkedRows<T> {
     /// Appends a row: `fill` pushes exactly `stride` elements onto the vector it is given.
     pub fn push_row(&mut self, fill: impl FnOnce(&mut Vec<T>)) {
         if self.rows.is_multiple_of(CHUNK_ROWS) {
-            let capacity = if self.chunks.is_empty() { 0 } else { CHUNK_ROWS * self.stride };
+            let capacity = if self.chunks.is_empty() {
+                0
+            } else {
+                CHUNK_ROWS * self.stride
+            };
             self.chunks.push(Vec::with_capacity(capacity));
         }
         let chunk = self.chunks.last_mut().expect("a chunk with room");
         let before = chunk.len();
         fill(chunk);
-        assert_eq!(chunk.len(), before + self.stride, "one row of stride elements");
+        assert_eq!(
+            chunk.len(),
+            before + self.stride,
+            "one row of stride elements"
+        );
         self.rows += 1;
     }
 
@@ -78,7 +86,11 @@ mod tests {
         }
         rows.row_mut(CHUNK_ROWS)[1] = 7;
         assert_eq!(rows.row(CHUNK_ROWS), &[CHUNK_ROWS, 7, CHUNK_ROWS + 2]);
-        assert_eq!(rows.chunks[1].capacity(), CHUNK_ROWS * 3, "later chunks never grow");
+        assert_eq!(
+            rows.chunks[1].capacity(),
+            CHUNK_ROWS * 3,
+            "later chunks never grow"
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::dataflow::time_queue::TimeQueue;
 use crate::event::Value;
 use crate::label::pending::{put_numbers_header, put_optional_number};
 use crate::prefetch::{lines, prefetch};
-use crate::tables::{pack, row, TableStore};
+use crate::tables::pack;
+use crate::tables::{row, TableStore};
 use crate::time::{now_ms, Time};
 
 /// State of every table on this worker: key -> one state per feature.
@@ -54,7 +55,7 @@ struct Versions {
 /// (16 bytes a version besides its row, no copy of the key).
 #[derive(Default)]
 struct PendingRows {
-    /// Per version: entry of its key, length of its row in `rows`, version time.
+    /// Per version: entry of its key, start of its row in `rows`, version time.
     versions: Vec<(u32, u32, Time)>,
     rows: Vec<u8>,
 }
@@ -62,20 +63,18 @@ struct PendingRows {
 impl PendingRows {
     /// Adds the version of entry `entry` at `time`, its row encoded from `states`.
     fn push(&mut self, entry: usize, time: Time, spec: &TableSpec, states: &mut [AggState]) {
-        let start = self.rows.len();
+        let start = u32::try_from(self.rows.len()).expect("pending rows under 4 GiB");
         row::encode(&spec.features, states, time, &mut self.rows);
-        let len = u32::try_from(self.rows.len() - start).expect("a row under 4 GiB");
-        self.versions.push((entry as u32, len, time));
+        self.versions.push((entry as u32, start, time));
     }
 
-    /// Each version as (entry, time, row).
-    fn numbered(&self) -> impl ExactSizeIterator<Item = (u32, Time, &[u8])> + Clone {
-        let mut start = 0;
-        self.versions.iter().map(move |&(entry, len, time)| {
-            let row = &self.rows[start..start + len as usize];
-            start += len as usize;
-            (entry, time, row)
-        })
+    /// Bytes of version `i`'s row in `rows`.
+    fn row_range(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self
+            .versions
+            .get(i + 1)
+            .map_or(self.rows.len(), |v| v.1 as usize);
+        self.versions[i].1 as usize..end
     }
 
     /// Memory held by the versions.
@@ -83,13 +82,50 @@ impl PendingRows {
         self.versions.len() * std::mem::size_of::<(u32, u32, Time)>() + self.rows.len()
     }
 
-    fn is_empty(&self) -> bool {
-        self.versions.is_empty()
-    }
-
     fn clear(&mut self) {
         self.versions.clear();
         self.rows.clear();
+    }
+}
+
+/// One table's pending versions with its keys, as the store packs them. A row's handle
+/// is its start in `rows` and its length.
+struct TableWrite<'a> {
+    pending: &'a PendingRows,
+    keyed: &'a KeyedStates,
+}
+
+impl pack::Numbered for TableWrite<'_> {
+    fn len(&self) -> usize {
+        self.pending.versions.len()
+    }
+
+    fn number(&self, i: usize) -> u32 {
+        self.pending.versions[i].0
+    }
+
+    fn entry(&self, i: usize) -> (Time, u64) {
+        let range = self.pending.row_range(i);
+        let time = self.pending.versions[i].2;
+        (time, (range.start as u64) << 32 | range.len() as u64)
+    }
+
+    fn row(&self, handle: u64) -> &[u8] {
+        let start = (handle >> 32) as usize;
+        &self.pending.rows[start..start + handle as u32 as usize]
+    }
+
+    fn prefetch_row(&self, handle: u64) {
+        let row = self.row(handle);
+        prefetch(row.as_ptr(), lines(row.len()));
+    }
+
+    fn key(&self, number: u32) -> &[u8] {
+        self.keyed.key(number as usize).as_bytes()
+    }
+
+    fn prefetch_key(&self, number: u32) {
+        prefetch(self.keyed.key(number as usize), 1);
     }
 }
 
@@ -134,15 +170,11 @@ impl Versions {
         // add the largest write's buffers, ~100 MiB, to the peak RSS).
         let mut scratch = pack::Scratch::default();
         for ((spec, pending), keyed) in tables {
-            if pending.is_empty() {
+            if pending.versions.is_empty() {
                 continue;
             }
-            let key = |e: u32| keyed.key(e as usize).as_bytes();
-            let versions = pending.numbered();
-            if let Err(e) = self
-                .store
-                .put_numbered(&spec.name, key, versions, &mut scratch)
-            {
+            let write = TableWrite { pending, keyed };
+            if let Err(e) = self.store.put_numbered(&spec.name, &write, &mut scratch) {
                 panic!("cannot write versions of table {}: {e}", spec.name);
             }
             pending.clear();
@@ -310,7 +342,7 @@ impl Tables {
     /// is due if versions wait for it.
     fn flush_versions(&mut self, worker: usize, watermark: Time) -> Option<Duration> {
         let v = self.versions.as_mut()?;
-        let waiting = v.pending.iter().any(|p| !p.is_empty());
+        let waiting = v.pending.iter().any(|p| !p.versions.is_empty());
         let (since, every) = (v.last_write.elapsed(), write_interval(watermark));
         let full = v.pending_bytes() > PENDING_BYTES;
         if waiting && since < every && !full && watermark != Time::MAX {
@@ -528,9 +560,17 @@ mod tests {
         p.push(7, 100, &spec, &mut states);
         states[0].apply(&spec.features[0], 100, 1.0, &mut DistinctIds::default());
         p.push(3, 101, &spec, &mut states);
-        let v: Vec<_> = p.numbered().collect();
-        assert_eq!((v[0].0, v[0].1, v[1].0, v[1].1), (7, 100, 3, 101));
-        assert_ne!(v[0].2, v[1].2, "each version keeps its own row");
-        assert_eq!(p.bytes(), 2 * 16 + v[0].2.len() + v[1].2.len());
+        let keyed = KeyedStates::new(1);
+        let w = TableWrite {
+            pending: &p,
+            keyed: &keyed,
+        };
+        use pack::Numbered;
+        assert_eq!((w.number(0), w.number(1)), (7, 3));
+        let (v0, v1) = (w.entry(0), w.entry(1));
+        assert_eq!((v0.0, v1.0), (100, 101));
+        let (r0, r1) = (w.row(v0.1), w.row(v1.1));
+        assert_ne!(r0, r1, "each version keeps its own row");
+        assert_eq!(p.bytes(), 2 * 16 + r0.len() + r1.len());
     }
 }

@@ -40,9 +40,60 @@ pub fn encode<'a>(
     oldest
 }
 
-/// Packs `versions` `(key, time, row)` by key, keys in stored order (`keys`: length, then
-/// bytes), each key's versions by time (of two at the same time the later one given
-/// wins), and calls `write(key, oldest time, pack)` for each.
+/// Versions to pack, by position: each names its key by a number (see [`by_number`]).
+pub trait Numbered {
+    /// Number of versions.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The key number of version `i`.
+    fn number(&self, i: usize) -> u32;
+    /// Time of version `i` and a handle of its row for [`Numbered::row`] (read in
+    /// position order).
+    fn entry(&self, i: usize) -> (Time, u64);
+    /// The row of a handle.
+    fn row(&self, handle: u64) -> &[u8];
+    /// Fetches the row of a handle.
+    fn prefetch_row(&self, _handle: u64) {}
+    /// The key of a number.
+    fn key(&self, number: u32) -> &[u8];
+    /// Fetches the key of a number (where it is stored; not through it).
+    fn prefetch_key(&self, _number: u32) {}
+}
+
+/// Versions `(key number, time, row)` and the keys by number.
+struct Listed<'a> {
+    versions: Vec<(u32, Time, &'a [u8])>,
+    keys: Vec<&'a [u8]>,
+}
+
+impl Numbered for Listed<'_> {
+    fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    fn number(&self, i: usize) -> u32 {
+        self.versions[i].0
+    }
+
+    fn entry(&self, i: usize) -> (Time, u64) {
+        (self.versions[i].1, i as u64)
+    }
+
+    fn row(&self, handle: u64) -> &[u8] {
+        self.versions[handle as usize].2
+    }
+
+    fn key(&self, number: u32) -> &[u8] {
+        self.keys[number as usize]
+    }
+}
+
+/// Packs `versions` `(key, time, row)` by key, keys in stored order (see
+/// [`super::keys::encode`]), each key's versions by time (of two at the same time the later
+/// one given wins), and calls `write(key, oldest time, pack)` for each.
 pub fn by_key<E>(
     versions: &[(&[u8], Time, &[u8])],
     write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
@@ -59,58 +110,64 @@ pub fn by_key<E>(
             (id, time, row)
         })
         .collect();
-    let mut scratch = Scratch::default();
-    by_number(
-        numbered.into_iter(),
-        |id| keys[id as usize],
-        &mut scratch,
-        write,
-    )
+    let listed = Listed {
+        versions: numbered,
+        keys,
+    };
+    by_number(&listed, &mut Scratch::default(), write)
 }
 
-/// [`by_key`] for versions that name their key by a number (`key(number)` gives its
+/// [`by_key`] for versions that name their key by a number ([`Numbered::key`] gives its
 /// bytes): the job's pending versions carry the entry number of their key's state, which
 /// costs 4 bytes a version instead of a copy of the key.
 ///
-/// Versions are grouped by `(number, position)` with their time and row, then only the
-/// distinct keys are compared: a hot key has thousands of versions per write, and a
-/// comparison sort of every version by key was 15 % of the job's instructions.
-pub fn by_number<'v, 'k, E>(
-    versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])> + Clone,
-    key: impl Fn(u32) -> &'k [u8],
+/// Versions are grouped by number as (time, row handle), 16 bytes each, then only the
+/// distinct keys are sorted: a hot key has thousands of versions per write, and a comparison sort of every
+/// version by key was 15 % of the job's instructions.
+pub fn by_number<V: Numbered + ?Sized, E>(
+    versions: &V,
     scratch: &mut Scratch,
     mut write: impl FnMut(&[u8], Time, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut items = recycle(std::mem::take(&mut scratch.items));
-    grouped(versions, &mut scratch.next, &mut items);
-    let number = |v: &(u64, Time, &[u8])| (v.0 >> 32) as u32;
-    // Distinct keys (the first 16 bytes as a number end most comparisons before a
-    // `memcmp`) with their range of `items`, in stored order.
-    let mut groups: Vec<(usize, u128, &[u8], u32, u32)> =
-        recycle(std::mem::take(&mut scratch.groups));
-    let mut start = 0;
-    for same in items.chunk_by(|a, b| number(a) == number(b)) {
-        let (k, end) = (key(number(&same[0])), start + same.len());
-        groups.push((k.len(), head(k), k, start as u32, end as u32));
-        start = end;
-    }
-    groups.sort_unstable();
-    let mut one: Vec<(Time, &[u8])> = recycle(std::mem::take(&mut scratch.one));
-    for (g, &(_, _, k, start, end)) in groups.iter().enumerate() {
-        // Groups come in key order, far apart in `items`: fetch ahead.
-        if let Some(ahead) = groups.get(g + AHEAD) {
-            prefetch(&items[ahead.3 as usize], 1);
-            prefetch(ahead.2.as_ptr(), lines(ahead.2.len()));
+    let Scratch {
+        order,
+        groups,
+        next,
+        tags,
+        value,
+    } = scratch;
+    grouped(versions, next, tags, order, groups);
+    // Distinct keys in stored order: the length prefix, then the first 16 bytes as
+    // numbers end most comparisons before a `memcmp`.
+    let key = |number| versions.key(number);
+    for i in 0..groups.len() {
+        if let Some(ahead) = groups.get(i + AHEAD) {
+            versions.prefetch_key(ahead.number);
         }
-        if let Some(ahead) = groups.get(g + AHEAD / 2) {
-            let row = items[ahead.3 as usize].2;
-            prefetch(row.as_ptr(), lines(row.len()));
+        let g = &mut groups[i];
+        let k = key(g.number);
+        (g.length, g.head) = (length_order(k.len()), head(k));
+    }
+    groups.sort_unstable_by(|a, b| {
+        (a.length, a.head)
+            .cmp(&(b.length, b.head))
+            .then_with(|| key(a.number).cmp(key(b.number)))
+    });
+    let mut one: Vec<(Time, &[u8])> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        // Groups come in key order, far apart in `order`: fetch ahead.
+        if let Some(ahead) = groups.get(i + AHEAD) {
+            prefetch(&order[ahead.start as usize], 1);
+            versions.prefetch_key(ahead.number);
+        }
+        if let Some(ahead) = groups.get(i + AHEAD / 2) {
+            versions.prefetch_row(order[ahead.start as usize].1);
         }
         one.clear();
         one.extend(
-            items[start as usize..end as usize]
+            order[g.start as usize..g.end as usize]
                 .iter()
-                .map(|v| (v.1, v.2)),
+                .map(|&(time, row)| (time, versions.row(row))),
         );
         // Stable and linear when already in time order (the job writes them so).
         one.sort_by_key(|v| v.0);
@@ -121,79 +178,106 @@ pub fn by_number<'v, 'k, E>(
             }
             same
         });
-        scratch.value.clear();
-        let oldest = encode(one.iter().copied(), &mut scratch.value);
-        write(k, oldest, &scratch.value)?;
+        value.clear();
+        let oldest = encode(one.iter().copied(), value);
+        write(key(g.number), oldest, value)?;
     }
-    scratch.items = recycle(items);
-    scratch.groups = recycle(groups);
-    scratch.one = recycle(one);
     Ok(())
+}
+
+/// The versions of one key number: positions `order[start..end]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Group {
+    head: u128,
+    length: u32,
+    number: u32,
+    start: u32,
+    end: u32,
 }
 
 /// Buffers [`by_number`] keeps from one call to the next (their room, never their
 /// contents): a replay's write groups millions of versions per table, and arrays
-/// allocated afresh for each table had the kernel zero their pages again (1.6 % of the
-/// workers' samples).
+/// allocated afresh for each table had the kernel zero their pages again.
 #[derive(Default)]
 pub struct Scratch {
-    items: Vec<(u64, Time, &'static [u8])>,
-    groups: Vec<(usize, u128, &'static [u8], u32, u32)>,
+    /// (time, row handle) of the versions, grouped by number.
+    order: Vec<(Time, u64)>,
+    groups: Vec<Group>,
     next: Vec<u32>,
-    one: Vec<(Time, &'static [u8])>,
+    tags: Vec<u64>,
     value: Vec<u8>,
 }
 
-/// An empty vector in `v`'s allocation, for elements of the same layout (here: the same
-/// tuple borrowing for another lifetime). An in-place collect: no element is ever moved.
-fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
-}
-
-/// Puts versions `(number, time, row)` into `items` in `(number, position)` order, each
-/// tagged `number << 32 | position`. The job's numbers are entry numbers, dense below
-/// the number of keys: a counting sort (`next`: where each number's next version goes)
-/// places each version with two passes. Sparse numbers (a short write among many keys)
-/// are sorted instead (a quicksort scans memory in order; sorting positions alone left a
-/// cache miss per version to gather them).
-fn grouped<'v>(
-    versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])> + Clone,
+/// Puts the (time, row handle) of `versions` into `order` grouped by number (in position
+/// order within a group), and each number's range of `order` into `groups` (numbers
+/// ascending). The job's numbers are entry numbers, dense below the number of keys: a
+/// counting sort (`next`: where each number's next version goes) places each position
+/// with two passes. Sparse numbers (a short write among many keys) are sorted instead,
+/// as `number << 32 | position` (sequential memory, no lookups while sorting).
+fn grouped<V: Numbered + ?Sized>(
+    versions: &V,
     next: &mut Vec<u32>,
-    items: &mut Vec<(u64, Time, &'v [u8])>,
+    tags: &mut Vec<u64>,
+    order: &mut Vec<(Time, u64)>,
+    groups: &mut Vec<Group>,
 ) {
-    let tagged = |(i, (number, time, row)): (usize, (u32, Time, &'v [u8]))| {
-        (u64::from(number) << 32 | i as u64, time, row)
-    };
     let n = versions.len();
-    let numbers = versions
-        .clone()
-        .map(|v| v.0 as usize)
+    let numbers = (0..n)
+        .map(|i| versions.number(i) as usize)
         .max()
         .map_or(0, |m| m + 1);
-    items.clear();
+    order.clear();
+    groups.clear();
+    let group = |number, start, end| Group {
+        head: 0,
+        length: 0,
+        number,
+        start: start as u32,
+        end: end as u32,
+    };
     if numbers > 4 * n + 1024 {
-        items.extend(versions.enumerate().map(tagged));
-        items.sort_unstable_by_key(|v| v.0);
+        tags.clear();
+        tags.extend((0..n).map(|i| u64::from(versions.number(i)) << 32 | i as u64));
+        tags.sort_unstable();
+        order.extend(tags.iter().map(|&t| versions.entry(t as u32 as usize)));
+        let mut start = 0;
+        for same in tags.chunk_by(|a, b| a >> 32 == b >> 32) {
+            groups.push(group((same[0] >> 32) as u32, start, start + same.len()));
+            start += same.len();
+        }
         return;
     }
     next.clear();
     next.resize(numbers, 0);
-    for (number, _, _) in versions.clone() {
-        next[number as usize] += 1;
+    for i in 0..n {
+        next[versions.number(i) as usize] += 1;
     }
     let mut start = 0;
-    for slot in next.iter_mut() {
-        (*slot, start) = (start, start + *slot);
+    for (number, slot) in next.iter_mut().enumerate() {
+        let count = *slot as usize;
+        if count > 0 {
+            groups.push(group(number as u32, start, start + count));
+        }
+        (*slot, start) = (start as u32, start + count);
     }
-    items.resize(n, (0, 0, &[]));
-    for v in versions.enumerate().map(tagged) {
-        let slot = &mut next[(v.0 >> 32) as usize];
-        items[*slot as usize] = v;
+    order.resize(n, (0, 0));
+    for i in 0..n {
+        let slot = &mut next[versions.number(i) as usize];
+        order[*slot as usize] = versions.entry(i);
         *slot += 1;
     }
+}
+
+/// A number that orders as the varint length prefix of a stored key does (see
+/// [`super::keys::prefix`]): its bytes, big-endian, zero-padded to four.
+fn length_order(len: usize) -> u32 {
+    let mut prefix = Vec::with_capacity(4);
+    varint::put(&mut prefix, len as u64);
+    let mut bytes = [0; 4];
+    for (b, p) in bytes.iter_mut().zip(&prefix) {
+        *b = *p;
+    }
+    u32::from_be_bytes(bytes)
 }
 
 /// How many keys ahead [`by_number`] fetches a key and its versions (its rows half as far).
@@ -248,6 +332,7 @@ pub fn at(value: &[u8], oldest: Time, as_of: Time) -> Option<(Time, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn versions_come_back_newest_first_and_reads_pick_the_newest_at_or_before() {
@@ -274,33 +359,58 @@ mod tests {
         fn versions_are_grouped_by_number_then_position(
             numbers in proptest::collection::vec(proptest::prop_oneof![0u32..8, 0u32..u32::MAX], 0..200),
         ) {
-            let rows: Vec<[u8; 1]> = (0..numbers.len()).map(|i| [i as u8]).collect();
-            let versions: Vec<(u32, Time, &[u8])> = numbers
-                .iter()
-                .zip(&rows)
-                .enumerate()
-                .map(|(i, (&n, row))| (n, i as Time, &row[..]))
-                .collect();
-            let mut expected: Vec<(u64, Time, &[u8])> = versions
-                .iter()
-                .enumerate()
-                .map(|(i, &(n, t, r))| (u64::from(n) << 32 | i as u64, t, r))
-                .collect();
-            expected.sort_by_key(|v| v.0);
+            let versions = Listed {
+                versions: numbers.iter().enumerate().map(|(i, &n)| (n, i as Time, &b""[..])).collect(),
+                keys: Vec::new(),
+            };
+            let mut expected: Vec<(u32, u32)> =
+                numbers.iter().enumerate().map(|(i, &n)| (n, i as u32)).collect();
+            expected.sort_unstable();
             // Twice with the same buffers: nothing of the first call is left behind.
-            let (mut next, mut items) = (vec![7; 3], vec![(1, 1, &b"x"[..])]);
+            let mut s = Scratch { next: vec![7; 3], order: vec![(5, 5)], ..Scratch::default() };
             for _ in 0..2 {
-                grouped(versions.iter().copied(), &mut next, &mut items);
-                proptest::prop_assert_eq!(&items, &expected);
+                grouped(&versions, &mut s.next, &mut s.tags, &mut s.order, &mut s.groups);
+                // Times here are positions.
+                let got: Vec<(u32, u32)> =
+                    s.order.iter().map(|&(t, _)| (numbers[t as usize], t as u32)).collect();
+                proptest::prop_assert_eq!(&got, &expected);
+                let mut covered = 0;
+                for g in &s.groups {
+                    proptest::prop_assert_eq!(g.start, covered);
+                    for &(t, _) in &s.order[g.start as usize..g.end as usize] {
+                        proptest::prop_assert_eq!(numbers[t as usize], g.number);
+                    }
+                    covered = g.end;
+                }
+                proptest::prop_assert_eq!(covered as usize, numbers.len());
             }
         }
-    }
 
-    #[test]
-    fn recycled_buffers_keep_their_room() {
-        let v: Vec<(u64, Time, &[u8])> = Vec::with_capacity(1000);
-        let back: Vec<(u64, Time, &'static [u8])> = recycle(v);
-        assert!(back.is_empty() && back.capacity() >= 1000);
+        /// Packs come out in the order of their stored keys, long keys (a two-byte
+        /// length prefix) included, as a table file requires.
+        #[test]
+        fn packs_come_in_stored_key_order(
+            keys in proptest::collection::vec(
+                proptest::prop_oneof![1usize..20, 120usize..300].prop_flat_map(|n|
+                    proptest::collection::vec(proptest::prop_oneof![Just(b'a'), Just(b'b')], n)),
+                1..40,
+            ),
+        ) {
+            let versions: Vec<(&[u8], Time, &[u8])> =
+                keys.iter().map(|k| (&k[..], 1, &b"r"[..])).collect();
+            let mut stored = Vec::new();
+            by_key::<()>(&versions, |key, oldest, _| {
+                let mut s = Vec::new();
+                crate::tables::keys::encode(key, oldest, &mut s);
+                stored.push(s);
+                Ok(())
+            })
+            .unwrap();
+            let mut sorted = stored.clone();
+            sorted.sort();
+            sorted.dedup();
+            proptest::prop_assert_eq!(stored, sorted);
+        }
     }
 
     #[test]

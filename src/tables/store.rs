@@ -271,17 +271,16 @@ impl TableStore {
         })
     }
 
-    /// [`TableStore::put_versions`] for versions `(number, time, row)` whose key is
-    /// `key(number)` (see [`pack::by_number`]).
-    pub fn put_numbered<'v, 'k>(
+    /// [`TableStore::put_versions`] for versions that name their key by a number (see
+    /// [`pack::by_number`]).
+    pub fn put_numbered<V: pack::Numbered + ?Sized>(
         &self,
         table: &str,
-        key: impl Fn(u32) -> &'k [u8],
-        versions: impl ExactSizeIterator<Item = (u32, Time, &'v [u8])> + Clone,
+        versions: &V,
         scratch: &mut pack::Scratch,
     ) -> Result<(), StoreError> {
-        self.ingest(table, versions.len() > 0, |put| {
-            pack::by_number(versions, key, scratch, put)
+        self.ingest(table, !versions.is_empty(), |put| {
+            pack::by_number(versions, scratch, put)
         })
     }
 

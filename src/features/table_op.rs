@@ -264,9 +264,11 @@ impl Tables {
                         v.scheduled.remove(&(table, entry));
                     }
                 }
-            }
-            if v.pending_bytes() > PENDING_BYTES {
-                v.write_pending(&self.pipeline, &self.state);
+                // Checked per version: the last instant (watermark `Time::MAX`) makes
+                // every scheduled key due at once.
+                if v.pending_bytes() > PENDING_BYTES {
+                    v.write_pending(&self.pipeline, &self.state);
+                }
             }
         }
     }

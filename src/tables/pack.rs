@@ -50,8 +50,8 @@ pub trait Numbered {
     }
     /// The key number of version `i`.
     fn number(&self, i: usize) -> u32;
-    /// Time of version `i` and a handle of its row for [`Numbered::row`] (read in
-    /// position order).
+    /// Time of version `i` and a handle of its row for [`Numbered::row`] (read once
+    /// per version).
     fn entry(&self, i: usize) -> (Time, u64);
     /// The row of a handle.
     fn row(&self, handle: u64) -> &[u8];

@@ -122,8 +122,8 @@ pub fn by_key<E>(
 /// costs 4 bytes a version instead of a copy of the key.
 ///
 /// Versions are grouped by number as (time, row handle), 16 bytes each, then only the
-/// distinct keys are sorted: a hot key has thousands of versions per write, and a comparison sort of every
-/// version by key was 15 % of the job's instructions.
+/// distinct keys are sorted: a hot key has thousands of versions per write, and a
+/// comparison sort of every version by key was 15 % of the job's instructions.
 pub fn by_number<V: Numbered + ?Sized, E>(
     versions: &V,
     scratch: &mut Scratch,
@@ -140,13 +140,14 @@ pub fn by_number<V: Numbered + ?Sized, E>(
     // Distinct keys in stored order: the length prefix, then the first 16 bytes as
     // numbers end most comparisons before a `memcmp`.
     let key = |number| versions.key(number);
+    let mut prefix = Vec::new();
     for i in 0..groups.len() {
         if let Some(ahead) = groups.get(i + AHEAD) {
             versions.prefetch_key(ahead.number);
         }
         let g = &mut groups[i];
         let k = key(g.number);
-        (g.length, g.head) = (length_order(k.len()), head(k));
+        (g.length, g.head) = (length_order(k.len(), &mut prefix), head(k));
     }
     groups.sort_unstable_by(|a, b| {
         (a.length, a.head)
@@ -269,12 +270,13 @@ fn grouped<V: Numbered + ?Sized>(
 }
 
 /// A number that orders as the varint length prefix of a stored key does (see
-/// [`super::keys::prefix`]): its bytes, big-endian, zero-padded to four.
-fn length_order(len: usize) -> u32 {
-    let mut prefix = Vec::with_capacity(4);
-    varint::put(&mut prefix, len as u64);
+/// [`super::keys::prefix`]): its bytes, big-endian, zero-padded to four (`prefix` is a
+/// buffer reused from key to key).
+fn length_order(len: usize, prefix: &mut Vec<u8>) -> u32 {
+    prefix.clear();
+    varint::put(prefix, len as u64);
     let mut bytes = [0; 4];
-    for (b, p) in bytes.iter_mut().zip(&prefix) {
+    for (b, p) in bytes.iter_mut().zip(prefix.iter()) {
         *b = *p;
     }
     u32::from_be_bytes(bytes)

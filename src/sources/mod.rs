@@ -3,6 +3,7 @@
 pub mod flat_json;
 pub mod json;
 pub mod kinesis;
+pub mod lines;
 pub mod reader;
 pub mod s3;
 pub mod watermark;
@@ -51,6 +52,15 @@ pub fn partitions(p: &Pipeline) -> anyhow::Result<Vec<PartitionSpec>> {
         );
     }
     Ok(out)
+}
+
+/// The lines of a local file, mapped; `None` for S3 objects and files that cannot be
+/// mapped (read them with [`open_input`]).
+pub fn map_local(path: &std::path::Path) -> anyhow::Result<Option<lines::Lines>> {
+    if crate::aws::s3::S3Url::parse(&path.to_string_lossy()).is_some() {
+        return Ok(None);
+    }
+    Ok(lines::Lines::mapped(&std::fs::File::open(path)?))
 }
 
 /// Opens a partition's bytes: a local file, or an S3 object (`s3://...`, streamed).

@@ -1,10 +1,11 @@
 //! Reads one file partition (JSON lines or CSV, optionally gzip) into typed events.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use compact_str::{CompactString, ToCompactString};
 
 use super::json::{extract, Raw};
+use super::lines::Lines;
 use super::PartitionSpec;
 use crate::config::{FieldSpec, Format, Pipeline, SourceSpec};
 use crate::event::{Event, Value};
@@ -79,10 +80,7 @@ impl Plan {
 }
 
 enum Body {
-    Jsonl {
-        lines: Box<dyn BufRead>,
-        line: String,
-    },
+    Jsonl(Lines),
     Csv {
         reader: csv::Reader<Box<dyn Read>>,
         record: csv::StringRecord,
@@ -104,16 +102,22 @@ impl PartitionReader {
     /// Opens a partition; a CSV header missing a needed column is an error naming it.
     pub fn open(p: &Pipeline, part: &PartitionSpec) -> anyhow::Result<PartitionReader> {
         let source = &p.sources[part.source];
-        let file = super::open_input(&part.path).map_err(|e| {
+        let cannot_open = |e: anyhow::Error| {
             anyhow::anyhow!(
                 "source {:?}: cannot open {}: {e:#}",
                 source.name,
                 part.path.display()
             )
-        })?;
+        };
         let gzip = source
             .gzip
             .unwrap_or_else(|| part.path.extension().is_some_and(|e| e == "gz"));
+        if !gzip && source.format == Format::Jsonl {
+            if let Some(lines) = super::map_local(&part.path).map_err(cannot_open)? {
+                return Ok(Self::with_body(p, part.source, Body::Jsonl(lines)));
+            }
+        }
+        let file = super::open_input(&part.path).map_err(cannot_open)?;
         Self::from_read(p, part.source, &part.path.display().to_string(), file, gzip)
     }
 
@@ -138,10 +142,10 @@ impl PartitionReader {
             file
         };
         let body = match source.format {
-            Format::Jsonl => Body::Jsonl {
-                lines: Box::new(BufReader::with_capacity(1 << 16, read)),
-                line: String::new(),
-            },
+            Format::Jsonl => Body::Jsonl(Lines::buffered(Box::new(BufReader::with_capacity(
+                1 << 16,
+                read,
+            )))),
             Format::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
                     .flexible(true)
@@ -175,15 +179,20 @@ impl PartitionReader {
                 }
             }
         };
-        let raw = vec![Raw::Absent; plan.names.len()];
-        Ok(PartitionReader {
+        Ok(Self::with_body(p, source_ix, body))
+    }
+
+    fn with_body(p: &Pipeline, source_ix: usize, body: Body) -> PartitionReader {
+        let source = p.sources[source_ix].clone();
+        let plan = Plan::new(&source, &p.streams[source.stream].fields);
+        PartitionReader {
             stream: source.stream as u16,
+            raw: vec![Raw::Absent; plan.names.len()],
             source,
             plan,
             body,
-            raw,
             record_no: 0,
-        })
+        }
     }
 
     /// Name of the source this partition belongs to.
@@ -219,14 +228,11 @@ impl PartitionReader {
     /// Reads the next record's wanted fields into `self.raw`; `None` at the end.
     fn read_raw(&mut self) -> Option<Result<(), String>> {
         match &mut self.body {
-            Body::Jsonl { lines, line } => {
-                line.clear();
-                match lines.read_line(line) {
-                    Ok(0) => return None,
-                    Ok(_) => {}
-                    Err(e) => return Some(Err(format!("read error: {e}"))),
+            Body::Jsonl(lines) => {
+                if let Err(e) = lines.advance()? {
+                    return Some(Err(e));
                 }
-                let text = line.trim_end_matches(['\n', '\r']);
+                let text = lines.line();
                 if text.trim().is_empty() {
                     return Some(Ok(()));
                 }
@@ -257,7 +263,7 @@ impl PartitionReader {
     /// Whether the current record is empty or white space (skipped, not an error).
     fn record_is_blank(&self) -> bool {
         match &self.body {
-            Body::Jsonl { line, .. } => line.trim().is_empty(),
+            Body::Jsonl(lines) => lines.line().trim().is_empty(),
             // As its text (fields joined by commas) would be: a row of empty fields is
             // not blank, it goes to the dead-letter file.
             Body::Csv { record, .. } => {
@@ -269,7 +275,7 @@ impl PartitionReader {
     /// The current record as text, for dead-letter and late files.
     pub fn record_text(&self) -> String {
         match &self.body {
-            Body::Jsonl { line, .. } => line.trim_end_matches(['\n', '\r']).to_string(),
+            Body::Jsonl(lines) => lines.text().into_owned(),
             Body::Csv { record, .. } => record.iter().collect::<Vec<_>>().join(","),
         }
     }
@@ -284,7 +290,7 @@ impl PartitionReader {
 
     fn position_text(&self) -> String {
         match &self.body {
-            Body::Jsonl { .. } => format!("line {}", self.record_no),
+            Body::Jsonl(_) => format!("line {}", self.record_no),
             Body::Csv { record, .. } => match record.position() {
                 Some(p) => format!(
                     "row {} (line {}, byte {})",

@@ -1,0 +1,175 @@
+//! Lines of a JSONL input: read in place from a memory-mapped local file, or copied out
+//! of any byte stream.
+//!
+//! Reading a local file through `read` copied every byte out of the page cache (~8 % of
+//! a run's CPU, docs/PERFORMANCE.md); a mapped file is parsed where it lies.
+
+use std::borrow::Cow;
+use std::io::{BufRead, ErrorKind};
+
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+/// Mapped pages already read are given back every this many bytes, so a file's pages
+/// do not add up in the job's resident memory (the page cache keeps them).
+const RELEASE_EVERY: usize = 1 << 20;
+
+/// The lines of one input, one at a time.
+pub enum Lines {
+    /// A local file, mapped.
+    Mapped(MappedLines),
+    /// Any byte stream (S3 objects, gzip, Kinesis records), copied line by line.
+    Buffered {
+        /// The stream.
+        read: Box<dyn BufRead>,
+        /// The current line, with its line end.
+        line: String,
+        /// The current line was not UTF-8 (its bytes are lost by `read_line`).
+        invalid: bool,
+    },
+}
+
+/// A mapped file and where reading is in it.
+pub struct MappedLines {
+    map: Mmap,
+    /// Start of the next line.
+    next: usize,
+    /// The current line, without its `\n`.
+    line: (usize, usize),
+    /// The current line is UTF-8.
+    valid: bool,
+    /// Pages before this offset have been given back.
+    released: usize,
+}
+
+impl Lines {
+    /// Lines of `read`, copied out through a 64 KiB buffer.
+    pub fn buffered(read: Box<dyn BufRead>) -> Lines {
+        Lines::Buffered {
+            read,
+            line: String::new(),
+            invalid: false,
+        }
+    }
+
+    /// Lines of a local file read in place; `None` if it is empty or cannot be mapped
+    /// (then read it as a stream).
+    pub fn mapped(file: &std::fs::File) -> Option<Lines> {
+        if file.metadata().ok()?.len() == 0 {
+            return None;
+        }
+        // Safety: the job only reads the map. A file truncated by another process while
+        // it is read would fault, like any mapped reader (ripgrep's): inputs are files
+        // the job replays, not files still being written.
+        let map = unsafe { Mmap::map(file) }.ok()?;
+        let _ = map.advise(Advice::Sequential);
+        Some(Lines::Mapped(MappedLines {
+            map,
+            next: 0,
+            line: (0, 0),
+            valid: true,
+            released: 0,
+        }))
+    }
+
+    /// Moves to the next line: `None` at the end, an error if it cannot be read (it is
+    /// then skipped; [`Lines::text`] has what could be read of it).
+    pub fn advance(&mut self) -> Option<Result<(), String>> {
+        match self {
+            Lines::Mapped(m) => m.advance(),
+            Lines::Buffered {
+                read,
+                line,
+                invalid,
+            } => {
+                line.clear();
+                *invalid = false;
+                match read.read_line(line) {
+                    Ok(0) => None,
+                    Ok(_) => Some(Ok(())),
+                    Err(e) if e.kind() == ErrorKind::InvalidData => {
+                        *invalid = true;
+                        Some(Err(format!("read error: {e}")))
+                    }
+                    Err(e) => Some(Err(format!("read error: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// The current line without its line end; empty if it is not UTF-8.
+    pub fn line(&self) -> &str {
+        match self {
+            Lines::Mapped(m) if m.valid => {
+                let (start, end) = m.line;
+                // Safety: checked by `str::from_utf8` when the line was read.
+                unsafe { std::str::from_utf8_unchecked(&m.map[start..end]) }.trim_end_matches('\r')
+            }
+            Lines::Mapped(_) => "",
+            Lines::Buffered { line, .. } => line.trim_end_matches(['\n', '\r']),
+        }
+    }
+
+    /// The current line as text for the dead-letter and late files (bytes that are not
+    /// UTF-8 replaced).
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Lines::Mapped(m) if !m.valid => {
+                let (start, end) = m.line;
+                match String::from_utf8_lossy(&m.map[start..end]) {
+                    Cow::Owned(s) => Cow::Owned(s.trim_end_matches('\r').to_string()),
+                    Cow::Borrowed(s) => Cow::Borrowed(s),
+                }
+            }
+            _ => Cow::Borrowed(self.line()),
+        }
+    }
+}
+
+impl MappedLines {
+    fn advance(&mut self) -> Option<Result<(), String>> {
+        let bytes = &self.map[..];
+        if self.next >= bytes.len() {
+            return None;
+        }
+        let start = self.next;
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        self.next = end + 1;
+        self.line = (start, end);
+        self.valid = true;
+        if self.next - self.released >= RELEASE_EVERY {
+            self.release();
+        }
+        match std::str::from_utf8(&self.map[start..end]) {
+            Ok(_) => Some(Ok(())),
+            Err(e) => {
+                self.valid = false;
+                Some(Err(format!(
+                    "read error: not UTF-8 (byte {} of the line)",
+                    e.valid_up_to() + 1
+                )))
+            }
+        }
+    }
+
+    /// Unmaps the pages read before the current line (they stay in the page cache).
+    fn release(&mut self) {
+        let upto = self.line.0 & !(page_size() - 1);
+        if upto > self.released {
+            // Safety: a read-only shared file mapping: dropped pages read back as the file.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    self.released,
+                    upto - self.released,
+                )
+            };
+            self.released = upto;
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // Safety: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096).max(4096)
+}

@@ -223,12 +223,19 @@ impl Routes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// A record of key `k` whose hash is `hash_of[k]` (shared on purpose between keys).
-    fn record(time: Time, table: u16, k: u8, hash: u64, stream: u16, id: u32) -> TableRecord {
+    pub(crate) fn record(
+        time: Time,
+        table: u16,
+        k: u8,
+        hash: u64,
+        stream: u16,
+        id: u32,
+    ) -> TableRecord {
         TableRecord {
             table,
             lookup: true,

@@ -450,21 +450,35 @@ impl Drop for Tables {
     }
 }
 
-/// Records waiting for the watermark to pass their time, and the earliest of their times
-/// (kept as records come and go, so an activation costs its new records, not a scan of
-/// every waiting one).
+/// Records waiting for the watermark to pass their time, as the batches they came in
+/// (each with its earliest and latest time), and the earliest time of all. A pass takes
+/// whole batches that are due and leaves batches not yet due untouched: moving the waiting
+/// records down one vector on every pass had copied each record ~2.5 times more.
 #[derive(Default)]
 struct Buffer {
-    records: Vec<TableRecord>,
+    batches: Vec<Batch>,
     min: Option<Time>,
+}
+
+/// Records received together, and the range of their times.
+struct Batch {
+    records: Vec<TableRecord>,
+    first: Time,
+    last: Time,
 }
 
 impl Buffer {
     fn append(&mut self, data: &mut Vec<TableRecord>) {
-        if let Some(t) = data.iter().map(|r| r.time).min() {
-            self.min = Some(self.min.map_or(t, |m| m.min(t)));
-        }
-        self.records.append(data);
+        let Some(first) = data.iter().map(|r| r.time).min() else {
+            return;
+        };
+        let last = data.iter().map(|r| r.time).max().unwrap_or(first);
+        self.min = Some(self.min.map_or(first, |m| m.min(first)));
+        self.batches.push(Batch {
+            records: std::mem::take(data),
+            first,
+            last,
+        });
     }
 
     /// Moves the records before `watermark` into `ready` (cleared first; it keeps its
@@ -472,14 +486,19 @@ impl Buffer {
     /// the kernel to zero).
     fn take_before(&mut self, watermark: Time, ready: &mut Vec<TableRecord>) {
         ready.clear();
-        let mut rest: Option<Time> = None;
-        ready.extend(self.records.extract_if(.., |r| {
-            if r.time >= watermark {
-                rest = Some(rest.map_or(r.time, |m| m.min(r.time)));
+        self.batches.retain_mut(|b| {
+            if b.first >= watermark {
+                return true;
             }
-            r.time < watermark
-        }));
-        self.min = rest;
+            if b.last < watermark {
+                ready.append(&mut b.records);
+                return false;
+            }
+            ready.extend(b.records.extract_if(.., |r| r.time < watermark));
+            b.first = b.records.iter().map(|r| r.time).min().unwrap_or(b.last);
+            true
+        });
+        self.min = self.batches.iter().map(|b| b.first).min();
     }
 }
 
@@ -538,6 +557,40 @@ pub fn table_operator<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Against a plain list: each pass takes exactly the records before its watermark,
+        /// and the earliest waiting time is the list's.
+        #[test]
+        fn buffered_records_are_taken_exactly_when_the_watermark_passes_them(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(proptest::collection::vec(0u64..5_000, 0..20), 0..4),
+                 0u64..6_000),
+                1..12),
+        ) {
+            let mut buffer = Buffer::default();
+            let mut list: Vec<Time> = Vec::new();
+            let mut ready = Vec::new();
+            for (batches, watermark) in steps {
+                for times in batches {
+                    let mut data: Vec<TableRecord> = times
+                        .iter()
+                        .map(|&t| crate::features::records::tests::record(t, 0, 0, 0, 0, 0))
+                        .collect();
+                    buffer.append(&mut data);
+                    list.extend(times);
+                }
+                proptest::prop_assert_eq!(buffer.min, list.iter().copied().min());
+                buffer.take_before(watermark, &mut ready);
+                let mut got: Vec<Time> = ready.iter().map(|r| r.time).collect();
+                got.sort();
+                let mut want: Vec<Time> = list.extract_if(.., |t| *t < watermark).collect();
+                want.sort();
+                proptest::prop_assert_eq!(got, want);
+                proptest::prop_assert_eq!(buffer.min, list.iter().copied().min());
+            }
+        }
+    }
 
     #[test]
     fn versions_wait_longer_only_while_the_watermark_is_far_behind_the_clock() {

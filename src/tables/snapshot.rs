@@ -4,11 +4,13 @@
 //! A snapshot directory has a state directory's layout (`FORMAT`, `db/`) plus
 //! `manifest.json`, so it opens read-only as is and can be uploaded as is.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::store::{db_dir, StoreError, TableStore, FORMAT};
 use crate::time::Time;
@@ -30,7 +32,9 @@ pub struct SnapshotManifest {
     pub files: Vec<(String, u64)>,
     /// Total bytes of the files.
     pub bytes: u64,
-    /// `xxh3-128:<hex>` over the files' relative paths and contents, in path order.
+    /// `xxh3-128/files:<hex>`: over each file's relative path, size and xxh3-128 digest,
+    /// in path order. (`xxh3-128:<hex>`, over the paths, sizes and contents themselves, is
+    /// the earlier form; it still verifies.)
     pub checksum: String,
 }
 
@@ -67,7 +71,12 @@ pub fn create(
     if schema.exists() {
         fs::copy(&schema, dir.join("tables.json")).map_err(|e| err(&e))?;
     }
-    let (files, bytes, checksum) = checksum(&dir).map_err(|e| err(&e))?;
+    let mut known = store
+        .snapshot_digests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let (files, bytes, checksum) =
+        checksum(&dir, Scheme::Files, Some(&mut known)).map_err(|e| err(&e))?;
     let manifest = SnapshotManifest {
         version,
         watermark,
@@ -108,7 +117,12 @@ pub fn verify(dir: &Path) -> Result<SnapshotManifest, StoreError> {
         fs::read(dir.join(MANIFEST)).map_err(|e| err(format!("no readable {MANIFEST}: {e}")))?;
     let manifest: SnapshotManifest =
         serde_json::from_slice(&bytes).map_err(|e| err(format!("bad {MANIFEST}: {e}")))?;
-    let (_, _, found) = checksum(dir).map_err(|e| err(e.to_string()))?;
+    let scheme = if manifest.checksum.starts_with(Scheme::Whole.prefix()) {
+        Scheme::Whole
+    } else {
+        Scheme::Files
+    };
+    let (_, _, found) = checksum(dir, scheme, None).map_err(|e| err(e.to_string()))?;
     if found != manifest.checksum {
         return Err(StoreError::Corrupt {
             dir: dir.to_path_buf(),
@@ -145,39 +159,107 @@ pub fn restore(state: &Path, version: u64, target: &Path) -> Result<SnapshotMani
 /// Files (relative path, size) of a snapshot directory except its manifest, in path order.
 type FileList = Vec<(String, u64)>;
 
-/// The files of a snapshot directory, their total size and their checksum.
-fn checksum(dir: &Path) -> std::io::Result<(FileList, u64, String)> {
+/// Digests of table files already read, by (relative path, inode, size). RocksDB never
+/// rewrites a table file nor reuses its number, and a checkpoint hard-links the live ones,
+/// so consecutive snapshots share most of their bytes: each reads only its new files.
+#[derive(Default)]
+pub struct FileDigests(HashMap<(String, u64, u64), u128>);
+
+/// How a snapshot's checksum is formed.
+#[derive(Clone, Copy, PartialEq)]
+enum Scheme {
+    /// Over every file's path, size and digest (files are read once per store).
+    Files,
+    /// Over every file's path, size and bytes (snapshots taken before `Files`).
+    Whole,
+}
+
+impl Scheme {
+    fn prefix(self) -> &'static str {
+        match self {
+            Scheme::Files => "xxh3-128/files:",
+            Scheme::Whole => "xxh3-128:",
+        }
+    }
+}
+
+/// The files of a snapshot directory, their total size and their checksum; table files
+/// found in `known` are not read again, and `known` is left holding this snapshot's.
+fn checksum(
+    dir: &Path,
+    scheme: Scheme,
+    known: Option<&mut FileDigests>,
+) -> std::io::Result<(FileList, u64, String)> {
     let mut names = Vec::new();
     collect(dir, dir, &mut names)?;
     names.retain(|n| n != MANIFEST);
     names.sort();
-    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut hash = Xxh3::new();
     let (mut files, mut total) = (Vec::new(), 0);
+    let mut seen = HashMap::new();
     // Files stream through one buffer: reading each whole into a new vector had the
     // kernel zero fresh pages for every byte of every snapshot (2.6 % of a replay's CPU).
     let mut buffer = vec![0u8; 1 << 20];
     for name in names {
-        let mut file = fs::File::open(dir.join(&name))?;
-        let len = file.metadata()?.len();
+        let path = dir.join(&name);
+        let meta = fs::metadata(&path)?;
+        let len = meta.len();
         hash.update(name.as_bytes());
         hash.update(&len.to_le_bytes());
-        let mut read = 0;
-        loop {
-            let n = file.read(&mut buffer)?;
-            if n == 0 {
-                break;
+        let id = (
+            name.clone(),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+            len,
+        );
+        let cached = known.as_ref().and_then(|k| k.0.get(&id).copied());
+        let digest = match (scheme, cached) {
+            (Scheme::Files, Some(digest)) => digest,
+            (Scheme::Files, None) => {
+                let mut file_hash = Xxh3::new();
+                read_into(&path, len, &mut buffer, &mut file_hash)?;
+                file_hash.digest128()
             }
-            hash.update(&buffer[..n]);
-            read += n as u64;
-        }
-        if read != len {
-            let message = format!("{name} changed while it was checksummed");
-            return Err(std::io::Error::other(message));
+            (Scheme::Whole, _) => {
+                read_into(&path, len, &mut buffer, &mut hash)?;
+                0
+            }
+        };
+        if scheme == Scheme::Files {
+            hash.update(&digest.to_le_bytes());
+            if name.ends_with(".sst") {
+                seen.insert(id, digest);
+            }
         }
         total += len;
         files.push((name, len));
     }
-    Ok((files, total, format!("xxh3-128:{:032x}", hash.digest128())))
+    if let Some(known) = known {
+        known.0 = seen;
+    }
+    Ok((
+        files,
+        total,
+        format!("{}{:032x}", scheme.prefix(), hash.digest128()),
+    ))
+}
+
+/// Feeds a file of `len` bytes to `hash`; an error if it does not have that many.
+fn read_into(path: &Path, len: u64, buffer: &mut [u8], hash: &mut Xxh3) -> std::io::Result<()> {
+    let mut file = fs::File::open(path)?;
+    let mut read = 0;
+    loop {
+        let n = file.read(buffer)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        let message = format!("{} changed while it was checksummed", path.display());
+        return Err(std::io::Error::other(message));
+    }
+    Ok(())
 }
 
 /// Relative paths of the files under `dir`.
@@ -196,4 +278,52 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) {
+        fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    #[test]
+    fn snapshots_sharing_table_files_read_only_their_new_ones_and_checksum_as_if_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (one, two) = (root.path().join("1"), root.path().join("2"));
+        write(&one, "db/000007.sst", b"table seven");
+        write(&one, "db/MANIFEST-000001", b"manifest one");
+        fs::create_dir_all(two.join("db")).unwrap();
+        fs::hard_link(one.join("db/000007.sst"), two.join("db/000007.sst")).unwrap();
+        write(&two, "db/000009.sst", b"table nine");
+        write(&two, "db/MANIFEST-000001", b"manifest two");
+
+        let mut known = FileDigests::default();
+        let first = checksum(&one, Scheme::Files, Some(&mut known)).unwrap();
+        assert_eq!(known.0.len(), 1, "only table files are remembered");
+        let second = checksum(&two, Scheme::Files, Some(&mut known)).unwrap();
+        assert_eq!(second, checksum(&two, Scheme::Files, None).unwrap());
+        assert_eq!(
+            known.0.len(),
+            2,
+            "the second snapshot's table files, no others"
+        );
+        assert_ne!(first.2, second.2);
+        assert!(second.2.starts_with("xxh3-128/files:"));
+
+        // The earlier form: paths, sizes and bytes in one stream.
+        let mut whole = Xxh3::new();
+        for (name, bytes) in [
+            ("db/000007.sst", &b"table seven"[..]),
+            ("db/MANIFEST-000001", &b"manifest one"[..]),
+        ] {
+            whole.update(name.as_bytes());
+            whole.update(&(bytes.len() as u64).to_le_bytes());
+            whole.update(bytes);
+        }
+        let expected = format!("xxh3-128:{:032x}", whole.digest128());
+        assert_eq!(checksum(&one, Scheme::Whole, None).unwrap().2, expected);
+    }
 }

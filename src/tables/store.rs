@@ -76,6 +76,8 @@ pub struct TableStore {
     newest: AtomicU64,
     /// Table files written so far (names them in [`ingest_dir`]).
     ingested: AtomicU64,
+    /// Digests of the table files snapshots of this store have read.
+    pub(super) snapshot_digests: std::sync::Mutex<super::snapshot::FileDigests>,
 }
 
 /// The RocksDB directory inside a state (or snapshot) directory.
@@ -193,6 +195,7 @@ impl TableStore {
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
             ingested: AtomicU64::new(0),
+            snapshot_digests: Default::default(),
         })
     }
 
@@ -240,6 +243,7 @@ impl TableStore {
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
             ingested: AtomicU64::new(0),
+            snapshot_digests: Default::default(),
         }
     }
 

@@ -5,12 +5,12 @@
 //! a run's CPU, docs/PERFORMANCE.md); a mapped file is parsed where it lies.
 
 use std::borrow::Cow;
-use std::io::{BufRead, ErrorKind};
+use std::io::BufRead;
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
-/// Mapped pages already read are given back every this many bytes, so a file's pages
-/// do not add up in the job's resident memory (the page cache keeps them).
+/// Mapped pages already read are released every this many bytes, so an open file holds
+/// at most about this much of the job's resident memory (the page cache keeps them).
 const RELEASE_EVERY: usize = 1 << 20;
 
 /// The lines of one input, one at a time.
@@ -22,9 +22,9 @@ pub enum Lines {
         /// The stream.
         read: Box<dyn BufRead>,
         /// The current line, with its line end.
-        line: String,
-        /// The current line was not UTF-8 (its bytes are lost by `read_line`).
-        invalid: bool,
+        line: Vec<u8>,
+        /// The current line is UTF-8.
+        valid: bool,
     },
 }
 
@@ -37,7 +37,7 @@ pub struct MappedLines {
     line: (usize, usize),
     /// The current line is UTF-8.
     valid: bool,
-    /// Pages before this offset have been given back.
+    /// Pages before this offset have been released.
     released: usize,
 }
 
@@ -46,8 +46,8 @@ impl Lines {
     pub fn buffered(read: Box<dyn BufRead>) -> Lines {
         Lines::Buffered {
             read,
-            line: String::new(),
-            invalid: false,
+            line: Vec::new(),
+            valid: true,
         }
     }
 
@@ -57,9 +57,10 @@ impl Lines {
         if file.metadata().ok()?.len() == 0 {
             return None;
         }
-        // Safety: the job only reads the map. A file truncated by another process while
-        // it is read would fault, like any mapped reader (ripgrep's): inputs are files
-        // the job replays, not files still being written.
+        // Safety: the job only reads the map, and its inputs are files it replays, not
+        // files still being written: a file rewritten in place while mapped would change
+        // text already checked as UTF-8, and one truncated would stop the job (SIGBUS),
+        // as with any mapped reader (ripgrep's). README.md says so.
         let map = unsafe { Mmap::map(file) }.ok()?;
         let _ = map.advise(Advice::Sequential);
         Some(Lines::Mapped(MappedLines {
@@ -76,21 +77,18 @@ impl Lines {
     pub fn advance(&mut self) -> Option<Result<(), String>> {
         match self {
             Lines::Mapped(m) => m.advance(),
-            Lines::Buffered {
-                read,
-                line,
-                invalid,
-            } => {
+            Lines::Buffered { read, line, valid } => {
                 line.clear();
-                *invalid = false;
-                match read.read_line(line) {
+                match read.read_until(b'\n', line) {
                     Ok(0) => None,
-                    Ok(_) => Some(Ok(())),
-                    Err(e) if e.kind() == ErrorKind::InvalidData => {
-                        *invalid = true;
+                    Ok(_) => {
+                        *valid = true;
+                        check_utf8(line, valid)
+                    }
+                    Err(e) => {
+                        *valid = false;
                         Some(Err(format!("read error: {e}")))
                     }
-                    Err(e) => Some(Err(format!("read error: {e}"))),
                 }
             }
         }
@@ -98,29 +96,47 @@ impl Lines {
 
     /// The current line without its line end; empty if it is not UTF-8.
     pub fn line(&self) -> &str {
-        match self {
-            Lines::Mapped(m) if m.valid => {
-                let (start, end) = m.line;
-                // Safety: checked by `str::from_utf8` when the line was read.
-                unsafe { std::str::from_utf8_unchecked(&m.map[start..end]) }.trim_end_matches('\r')
-            }
-            Lines::Mapped(_) => "",
-            Lines::Buffered { line, .. } => line.trim_end_matches(['\n', '\r']),
+        let (bytes, valid) = self.bytes();
+        if !valid {
+            return "";
         }
+        // Safety: checked by `str::from_utf8` when the line was read.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     /// The current line as text for the dead-letter and late files (bytes that are not
     /// UTF-8 replaced).
     pub fn text(&self) -> Cow<'_, str> {
-        match self {
-            Lines::Mapped(m) if !m.valid => {
-                let (start, end) = m.line;
-                match String::from_utf8_lossy(&m.map[start..end]) {
-                    Cow::Owned(s) => Cow::Owned(s.trim_end_matches('\r').to_string()),
-                    Cow::Borrowed(s) => Cow::Borrowed(s),
-                }
-            }
-            _ => Cow::Borrowed(self.line()),
+        match self.bytes() {
+            (_, true) => Cow::Borrowed(self.line()),
+            (bytes, false) => String::from_utf8_lossy(bytes),
+        }
+    }
+
+    /// The current line's bytes without its line end, and whether they are UTF-8.
+    fn bytes(&self) -> (&[u8], bool) {
+        let (bytes, valid) = match self {
+            Lines::Mapped(m) => (&m.map[m.line.0..m.line.1], m.valid),
+            Lines::Buffered { line, valid, .. } => (&line[..], *valid),
+        };
+        let end = bytes
+            .iter()
+            .rposition(|b| !matches!(b, b'\n' | b'\r'))
+            .map_or(0, |i| i + 1);
+        (&bytes[..end], valid)
+    }
+}
+
+/// `Ok` if `bytes` are UTF-8, else an error naming the first bad byte (and `valid` unset).
+fn check_utf8(bytes: &[u8], valid: &mut bool) -> Option<Result<(), String>> {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => Some(Ok(())),
+        Err(e) => {
+            *valid = false;
+            Some(Err(format!(
+                "read error: not UTF-8 (byte {} of the line)",
+                e.valid_up_to() + 1
+            )))
         }
     }
 }
@@ -139,19 +155,11 @@ impl MappedLines {
         if self.next - self.released >= RELEASE_EVERY {
             self.release();
         }
-        match std::str::from_utf8(&self.map[start..end]) {
-            Ok(_) => Some(Ok(())),
-            Err(e) => {
-                self.valid = false;
-                Some(Err(format!(
-                    "read error: not UTF-8 (byte {} of the line)",
-                    e.valid_up_to() + 1
-                )))
-            }
-        }
+        check_utf8(&self.map[start..end], &mut self.valid)
     }
 
-    /// Unmaps the pages read before the current line (they stay in the page cache).
+    /// Releases the pages read before the current line (`MADV_DONTNEED`: they leave the
+    /// job's resident memory and stay in the page cache).
     fn release(&mut self) {
         let upto = self.line.0 & !(page_size() - 1);
         if upto > self.released {

@@ -114,7 +114,9 @@ impl PartitionReader {
             .unwrap_or_else(|| part.path.extension().is_some_and(|e| e == "gz"));
         if !gzip && source.format == Format::Jsonl {
             if let Some(lines) = super::map_local(&part.path).map_err(cannot_open)? {
-                return Ok(Self::with_body(p, part.source, Body::Jsonl(lines)));
+                let source = source.clone();
+                let plan = Plan::new(&source, &p.streams[source.stream].fields);
+                return Ok(Self::with_body(source, plan, Body::Jsonl(lines)));
             }
         }
         let file = super::open_input(&part.path).map_err(cannot_open)?;
@@ -179,12 +181,10 @@ impl PartitionReader {
                 }
             }
         };
-        Ok(Self::with_body(p, source_ix, body))
+        Ok(Self::with_body(source, plan, body))
     }
 
-    fn with_body(p: &Pipeline, source_ix: usize, body: Body) -> PartitionReader {
-        let source = p.sources[source_ix].clone();
-        let plan = Plan::new(&source, &p.streams[source.stream].fields);
+    fn with_body(source: SourceSpec, plan: Plan, body: Body) -> PartitionReader {
         PartitionReader {
             stream: source.stream as u16,
             raw: vec![Raw::Absent; plan.names.len()],

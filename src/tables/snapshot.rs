@@ -117,11 +117,16 @@ pub fn verify(dir: &Path) -> Result<SnapshotManifest, StoreError> {
         fs::read(dir.join(MANIFEST)).map_err(|e| err(format!("no readable {MANIFEST}: {e}")))?;
     let manifest: SnapshotManifest =
         serde_json::from_slice(&bytes).map_err(|e| err(format!("bad {MANIFEST}: {e}")))?;
-    let scheme = if manifest.checksum.starts_with(Scheme::Whole.prefix()) {
-        Scheme::Whole
-    } else {
-        Scheme::Files
-    };
+    let scheme = [Scheme::Files, Scheme::Whole]
+        .into_iter()
+        .find(|s| manifest.checksum.starts_with(s.prefix()))
+        .ok_or_else(|| {
+            err(format!(
+                "checksum {:?} is of a scheme this build does not know (a newer labeljoin \
+                 wrote it?); verify it with that version",
+                manifest.checksum
+            ))
+        })?;
     let (_, _, found) = checksum(dir, scheme, None).map_err(|e| err(e.to_string()))?;
     if found != manifest.checksum {
         return Err(StoreError::Corrupt {
@@ -159,12 +164,15 @@ pub fn restore(state: &Path, version: u64, target: &Path) -> Result<SnapshotMani
 /// Files (relative path, size) of a snapshot directory except its manifest, in path order.
 type FileList = Vec<(String, u64)>;
 
-/// Digests of table files already read, by (relative path, inode, size). RocksDB never
-/// rewrites a table file nor reuses its number, and a checkpoint hard-links the live ones,
-/// so consecutive snapshots share most of their bytes: each reads only its new files.
+/// Digests of the previous snapshot's table files, by (relative path, device, inode,
+/// size, modification time). RocksDB never rewrites a table file nor reuses its number,
+/// and a checkpoint hard-links the live ones, so a snapshot reads only the table files
+/// written since the previous one (compactions rewrite many of them in between).
 #[derive(Default)]
-pub struct FileDigests(HashMap<(String, u64, u64), u128>);
+pub struct FileDigests(HashMap<FileId, u128>);
 
+/// What identifies one immutable file's content.
+type FileId = (String, u64, u64, u64, i64, i64);
 /// How a snapshot's checksum is formed.
 #[derive(Clone, Copy, PartialEq)]
 enum Scheme {
@@ -202,25 +210,31 @@ fn checksum(
     let mut buffer = vec![0u8; 1 << 20];
     for name in names {
         let path = dir.join(&name);
-        let meta = fs::metadata(&path)?;
+        // One handle for the identity and the bytes, so both are of the same file.
+        let mut file = fs::File::open(&path)?;
+        let meta = file.metadata()?;
         let len = meta.len();
         hash.update(name.as_bytes());
         hash.update(&len.to_le_bytes());
+        use std::os::unix::fs::MetadataExt;
         let id = (
             name.clone(),
-            std::os::unix::fs::MetadataExt::ino(&meta),
+            meta.dev(),
+            meta.ino(),
             len,
+            meta.mtime(),
+            meta.mtime_nsec(),
         );
         let cached = known.as_ref().and_then(|k| k.0.get(&id).copied());
         let digest = match (scheme, cached) {
             (Scheme::Files, Some(digest)) => digest,
             (Scheme::Files, None) => {
                 let mut file_hash = Xxh3::new();
-                read_into(&path, len, &mut buffer, &mut file_hash)?;
+                read_into(&mut file, &path, len, &mut buffer, &mut file_hash)?;
                 file_hash.digest128()
             }
             (Scheme::Whole, _) => {
-                read_into(&path, len, &mut buffer, &mut hash)?;
+                read_into(&mut file, &path, len, &mut buffer, &mut hash)?;
                 0
             }
         };
@@ -243,9 +257,14 @@ fn checksum(
     ))
 }
 
-/// Feeds a file of `len` bytes to `hash`; an error if it does not have that many.
-fn read_into(path: &Path, len: u64, buffer: &mut [u8], hash: &mut Xxh3) -> std::io::Result<()> {
-    let mut file = fs::File::open(path)?;
+/// Feeds an open file of `len` bytes to `hash`; an error if it does not have that many.
+fn read_into(
+    file: &mut fs::File,
+    path: &Path,
+    len: u64,
+    buffer: &mut [u8],
+    hash: &mut Xxh3,
+) -> std::io::Result<()> {
     let mut read = 0;
     loop {
         let n = file.read(buffer)?;
@@ -325,5 +344,29 @@ mod tests {
         }
         let expected = format!("xxh3-128:{:032x}", whole.digest128());
         assert_eq!(checksum(&one, Scheme::Whole, None).unwrap().2, expected);
+    }
+
+    #[test]
+    fn a_checksum_of_an_unknown_scheme_is_refused_by_name_not_called_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "db/000007.sst", b"table seven");
+        let manifest = SnapshotManifest {
+            version: 1,
+            watermark: 0,
+            format: FORMAT.into(),
+            tables: vec![],
+            files: vec![("db/000007.sst".into(), 11)],
+            bytes: 11,
+            checksum: "sha256:00".into(),
+        };
+        fs::write(
+            dir.path().join(MANIFEST),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        match verify(dir.path()) {
+            Err(StoreError::Io { message, .. }) => assert!(message.contains("scheme"), "{message}"),
+            other => panic!("expected an unknown-scheme error, got {other:?}"),
+        }
     }
 }

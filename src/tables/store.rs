@@ -76,7 +76,7 @@ pub struct TableStore {
     newest: AtomicU64,
     /// Table files written so far (names them in [`ingest_dir`]).
     ingested: AtomicU64,
-    /// Digests of the table files snapshots of this store have read.
+    /// Digests of the table files of this store's previous snapshot.
     pub(super) snapshot_digests: std::sync::Mutex<super::snapshot::FileDigests>,
 }
 

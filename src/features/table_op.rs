@@ -469,10 +469,11 @@ struct Batch {
 
 impl Buffer {
     fn append(&mut self, data: &mut Vec<TableRecord>) {
-        let Some(first) = data.iter().map(|r| r.time).min() else {
+        let mut times = data.iter().map(|r| r.time);
+        let Some(t) = times.next() else {
             return;
         };
-        let last = data.iter().map(|r| r.time).max().unwrap_or(first);
+        let (first, last) = times.fold((t, t), |(lo, hi), t| (lo.min(t), hi.max(t)));
         self.min = Some(self.min.map_or(first, |m| m.min(first)));
         self.batches.push(Batch {
             records: std::mem::take(data),

@@ -71,12 +71,13 @@ pub fn create(
     if schema.exists() {
         fs::copy(&schema, dir.join("tables.json")).map_err(|e| err(&e))?;
     }
-    let mut known = store
-        .snapshot_digests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let (files, bytes, checksum) =
-        checksum(&dir, Scheme::Files, Some(&mut known)).map_err(|e| err(&e))?;
+    let (files, bytes, checksum) = {
+        let mut known = store
+            .snapshot_digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        checksum(&dir, Scheme::Files, Some(&mut known)).map_err(|e| err(&e))?
+    };
     let manifest = SnapshotManifest {
         version,
         watermark,
@@ -173,10 +174,12 @@ pub struct FileDigests(HashMap<FileId, u128>);
 
 /// What identifies one immutable file's content.
 type FileId = (String, u64, u64, u64, i64, i64);
+
 /// How a snapshot's checksum is formed.
 #[derive(Clone, Copy, PartialEq)]
 enum Scheme {
-    /// Over every file's path, size and digest (files are read once per store).
+    /// Over every file's path, size and digest (a table file the previous snapshot
+    /// shares is not read again).
     Files,
     /// Over every file's path, size and bytes (snapshots taken before `Files`).
     Whole,
@@ -216,32 +219,30 @@ fn checksum(
         let len = meta.len();
         hash.update(name.as_bytes());
         hash.update(&len.to_le_bytes());
-        use std::os::unix::fs::MetadataExt;
-        let id = (
-            name.clone(),
-            meta.dev(),
-            meta.ino(),
-            len,
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
-        let cached = known.as_ref().and_then(|k| k.0.get(&id).copied());
-        let digest = match (scheme, cached) {
-            (Scheme::Files, Some(digest)) => digest,
-            (Scheme::Files, None) => {
-                let mut file_hash = Xxh3::new();
-                read_into(&mut file, &path, len, &mut buffer, &mut file_hash)?;
-                file_hash.digest128()
-            }
-            (Scheme::Whole, _) => {
-                read_into(&mut file, &path, len, &mut buffer, &mut hash)?;
-                0
-            }
-        };
-        if scheme == Scheme::Files {
-            hash.update(&digest.to_le_bytes());
-            if name.ends_with(".sst") {
-                seen.insert(id, digest);
+        match scheme {
+            Scheme::Whole => read_into(&mut file, &path, len, &mut buffer, &mut hash)?,
+            Scheme::Files => {
+                use std::os::unix::fs::MetadataExt;
+                let id = (
+                    name.clone(),
+                    meta.dev(),
+                    meta.ino(),
+                    len,
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                );
+                let digest = match known.as_ref().and_then(|k| k.0.get(&id)) {
+                    Some(&digest) => digest,
+                    None => {
+                        let mut file_hash = Xxh3::new();
+                        read_into(&mut file, &path, len, &mut buffer, &mut file_hash)?;
+                        file_hash.digest128()
+                    }
+                };
+                hash.update(&digest.to_le_bytes());
+                if name.ends_with(".sst") {
+                    seen.insert(id, digest);
+                }
             }
         }
         total += len;

@@ -11,7 +11,10 @@ use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 /// Mapped pages already read are released every this many bytes, so an open file holds
 /// at most about this much of the job's resident memory (the page cache keeps them).
-const RELEASE_EVERY: usize = 1 << 20;
+/// Each release flushes the TLB of every core running the job (an interrupt per core):
+/// every 1 MiB that was ~3.8 % of a run's samples, every 8 MiB ~0.7 %, for up to
+/// ~100 MiB more peak RSS with the bench's 12 inputs open (docs/PERFORMANCE.md).
+const RELEASE_EVERY: usize = 8 << 20;
 
 /// The lines of one input, one at a time.
 pub enum Lines {

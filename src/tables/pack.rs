@@ -253,6 +253,9 @@ fn grouped<V: Numbered + ?Sized>(
     for i in 0..n {
         next[versions.number(i) as usize] += 1;
     }
+    // Room for every group at once: grown by doubling, a write of millions of keys copied
+    // its groups into fresh pages at each step.
+    groups.reserve_exact(next.iter().filter(|&&c| c > 0).count());
     let mut start = 0;
     for (number, slot) in next.iter_mut().enumerate() {
         let count = *slot as usize;

@@ -184,3 +184,46 @@ fn page_size() -> usize {
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096).max(4096)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Lines read in place across several page releases (a file over twice
+    /// [`RELEASE_EVERY`]) are the same lines a stream gives, and the pages behind them
+    /// were released as reading went on.
+    #[test]
+    fn mapped_lines_survive_page_releases_and_read_like_a_stream() {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut bytes = Vec::new();
+        let mut i = 0;
+        while bytes.len() < 2 * RELEASE_EVERY + 100_000 {
+            // Lengths that do not divide a page, so lines straddle every release point.
+            writeln!(
+                bytes,
+                "{{\"id\":\"e{i}\",\"pad\":\"{}\"}}",
+                "x".repeat(i % 97)
+            )
+            .unwrap();
+            i += 1;
+        }
+        file.write_all(&bytes).unwrap();
+        let mut mapped = Lines::mapped(&file).expect("a non-empty local file maps");
+        let mut streamed = Lines::buffered(Box::new(std::io::Cursor::new(bytes.clone())));
+        let mut n = 0;
+        while let Some(m) = mapped.advance() {
+            assert_eq!(m, Ok(()));
+            assert_eq!(streamed.advance(), Some(Ok(())));
+            assert_eq!(mapped.line(), streamed.line(), "line {n}");
+            n += 1;
+        }
+        assert_eq!(streamed.advance(), None);
+        assert_eq!(n, i);
+        let Lines::Mapped(m) = &mapped else {
+            unreachable!()
+        };
+        // Past one release's reach: at least two releases happened.
+        assert!(m.released > RELEASE_EVERY, "released {}", m.released);
+    }
+}

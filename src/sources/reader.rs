@@ -98,6 +98,13 @@ pub struct PartitionReader {
     record_no: u64,
 }
 
+/// Source `ix` of `p` and the plan of the fields it reads.
+fn source_and_plan(p: &Pipeline, ix: usize) -> (SourceSpec, Plan) {
+    let source = p.sources[ix].clone();
+    let plan = Plan::new(&source, &p.streams[source.stream].fields);
+    (source, plan)
+}
+
 impl PartitionReader {
     /// Opens a partition; a CSV header missing a needed column is an error naming it.
     pub fn open(p: &Pipeline, part: &PartitionSpec) -> anyhow::Result<PartitionReader> {
@@ -114,8 +121,7 @@ impl PartitionReader {
             .unwrap_or_else(|| part.path.extension().is_some_and(|e| e == "gz"));
         if !gzip && source.format == Format::Jsonl {
             if let Some(lines) = super::map_local(&part.path).map_err(cannot_open)? {
-                let source = source.clone();
-                let plan = Plan::new(&source, &p.streams[source.stream].fields);
+                let (source, plan) = source_and_plan(p, part.source);
                 return Ok(Self::with_body(source, plan, Body::Jsonl(lines)));
             }
         }
@@ -133,8 +139,7 @@ impl PartitionReader {
         file: Box<dyn Read>,
         gzip: bool,
     ) -> anyhow::Result<PartitionReader> {
-        let source = p.sources[source_ix].clone();
-        let plan = Plan::new(&source, &p.streams[source.stream].fields);
+        let (source, plan) = source_and_plan(p, source_ix);
         let read: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
                 1 << 16,

@@ -250,12 +250,15 @@ fn grouped<V: Numbered + ?Sized>(
     }
     next.clear();
     next.resize(numbers, 0);
+    let mut distinct = 0;
     for i in 0..n {
-        next[versions.number(i) as usize] += 1;
+        let count = &mut next[versions.number(i) as usize];
+        distinct += usize::from(*count == 0);
+        *count += 1;
     }
     // Room for every group at once: grown by doubling, a write of millions of keys copied
     // its groups into fresh pages at each step.
-    groups.reserve_exact(next.iter().filter(|&&c| c > 0).count());
+    groups.reserve_exact(distinct);
     let mut start = 0;
     for (number, slot) in next.iter_mut().enumerate() {
         let count = *slot as usize;

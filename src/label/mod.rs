@@ -25,11 +25,13 @@ use crate::features::fragments::{label_worker, Fragments};
 use crate::hash_slots::HashSlots;
 use crate::metrics::Metrics;
 use crate::sinks::partition::is_validation;
-use crate::sinks::schema::Columns;
+use crate::sinks::schema::{Columns, TextCells};
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
 use examples::{Example, Id, Slot, WaitingExamples};
-use pending::{decode_segment, put_segment, skip_segment, Dictionary, EVENT_SEGMENT};
+use pending::{
+    decode_segment, decode_segment_texts, put_segment, skip_segment, Dictionary, EVENT_SEGMENT,
+};
 
 /// What the label join receives, keyed by example id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,12 +143,13 @@ struct LabelState {
 }
 
 /// Buffers reused by every row's emission: segment starts, a table's values with its
-/// ratios, the SageMaker line.
+/// ratios, the SageMaker line, and the cells of repeated text.
 #[derive(Default)]
 struct Scratch {
     starts: Vec<usize>,
     values: Vec<Option<f64>>,
     sagemaker: String,
+    text_cells: TextCells,
 }
 
 impl LabelState {
@@ -424,6 +427,7 @@ impl LabelState {
             starts,
             values,
             sagemaker,
+            text_cells,
         } = scratch;
         starts.clear();
         starts.resize(tables.len() + 1, usize::MAX);
@@ -445,19 +449,21 @@ impl LabelState {
         let start = text.len();
         sagemaker.clear();
         columns.start(&example_id, time, label, outcomes, text, sagemaker);
-        let mut cell = |v: ValueRef<'_>, text: &mut String, sagemaker: &mut String| {
-            columns.cell(column, v, text, sagemaker);
-            column += 1;
-        };
         match starts[tables.len()] {
             usize::MAX => {
                 tracing::error!(example = %example_id, "event features missing at emission");
-                for _ in &self.pipeline.event_features {
-                    cell(ValueRef::Missing, text, sagemaker);
+                for column in 0..self.pipeline.event_features.len() {
+                    columns.cell(column, ValueRef::Missing, text, sagemaker);
                 }
             }
             start => {
-                decode_segment(data, start, dict, |v| cell(v, text, sagemaker));
+                decode_segment_texts(data, start, dict, |v, ix| {
+                    match ix {
+                        Some(ix) => text_cells.cell(columns, column, (ix, v), text, sagemaker),
+                        None => columns.cell(column, v, text, sagemaker),
+                    }
+                    column += 1;
+                });
             }
         }
         // Table features: numeric cells, the same text in both lines (copied once, below).

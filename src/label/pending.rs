@@ -156,16 +156,28 @@ pub fn skip_segment(bytes: &[u8], mut pos: usize) -> usize {
 /// points into the dictionary or the bytes); returns the position after it.
 pub fn decode_segment<'a>(
     bytes: &'a [u8],
-    mut pos: usize,
+    pos: usize,
     dict: &'a Dictionary,
     mut each: impl FnMut(ValueRef<'a>),
+) -> usize {
+    decode_segment_texts(bytes, pos, dict, |v, _| each(v))
+}
+
+/// [`decode_segment`] that also gives each dictionary text's index (`None` for other
+/// values), so a caller can reuse what it made of that text before.
+pub fn decode_segment_texts<'a>(
+    bytes: &'a [u8],
+    mut pos: usize,
+    dict: &'a Dictionary,
+    mut each: impl FnMut(ValueRef<'a>, Option<u32>),
 ) -> usize {
     pos += 1; // tag
     let n = get_varint(bytes, &mut pos) as usize;
     for _ in 0..n {
         let kind = bytes[pos];
         pos += 1;
-        each(match kind {
+        let mut text = None;
+        let value = match kind {
             MISSING => ValueRef::Missing,
             UINT => ValueRef::Num(get_varint(bytes, &mut pos) as f64),
             MILLIS => ValueRef::Num(get_varint(bytes, &mut pos) as f64 / 1000.0),
@@ -174,14 +186,19 @@ pub fn decode_segment<'a>(
                 pos += 8;
                 ValueRef::Num(n)
             }
-            TEXT => ValueRef::Str(&dict.values[get_varint(bytes, &mut pos) as usize]),
+            TEXT => {
+                let ix = get_varint(bytes, &mut pos) as u32;
+                text = Some(ix);
+                ValueRef::Str(&dict.values[ix as usize])
+            }
             _ => {
                 let len = get_varint(bytes, &mut pos) as usize;
                 let s = std::str::from_utf8(&bytes[pos..pos + len]).expect("encoded from a str");
                 pos += len;
                 ValueRef::Str(s)
             }
-        });
+        };
+        each(value, text);
     }
     pos
 }

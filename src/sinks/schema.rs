@@ -115,6 +115,60 @@ impl Columns {
     }
 }
 
+/// Cells of repeated text already rendered, by column and dictionary index (see
+/// [`crate::label::pending`]): a category is checked for quoting, hashed and formatted once
+/// per worker instead of once per row.
+#[derive(Default)]
+pub struct TextCells {
+    /// Per column, per dictionary index: where its full cell ends and its SageMaker cell
+    /// starts and ends in `text` (the full cell starts where the previous entry ended);
+    /// `UNSET` when not rendered yet.
+    spans: Vec<Vec<(u32, u32, u32)>>,
+    text: String,
+}
+
+const UNSET: u32 = u32::MAX;
+
+/// Dictionary indexes past this are rendered every time (bounds the memo to what the
+/// dictionary's most frequent values need).
+const MAX_TEXT_CELLS: u32 = 1 << 16;
+
+impl TextCells {
+    /// Appends the cells of column `column` holding dictionary text `ix` (whose value is
+    /// `v`) to both lines, as [`Columns::cell`] renders them.
+    pub fn cell(
+        &mut self,
+        columns: &Columns,
+        column: usize,
+        (ix, v): (u32, ValueRef<'_>),
+        full: &mut String,
+        sagemaker: &mut String,
+    ) {
+        if ix >= MAX_TEXT_CELLS {
+            return columns.cell(column, v, full, sagemaker);
+        }
+        if self.spans.len() <= column {
+            self.spans.resize_with(column + 1, Vec::new);
+        }
+        let spans = &mut self.spans[column];
+        if spans.len() <= ix as usize {
+            spans.resize(ix as usize + 1, (UNSET, 0, 0));
+        }
+        if spans[ix as usize].0 == UNSET {
+            let (mut f, mut s) = (String::new(), String::new());
+            columns.cell(column, v, &mut f, &mut s);
+            let start = self.text.len();
+            self.text.push_str(&f);
+            self.text.push_str(&s);
+            let at = |n: usize| u32::try_from(n).expect("text cells under 4 GiB");
+            spans[ix as usize] = (at(start), at(start + f.len()), at(self.text.len()));
+        }
+        let (start, mid, end) = spans[ix as usize];
+        full.push_str(&self.text[start as usize..mid as usize]);
+        sagemaker.push_str(&self.text[mid as usize..end as usize]);
+    }
+}
+
 /// Stable integer code of a categorical value: xxh3-64 of its UTF-8 bytes modulo `buckets`.
 pub fn hash_category(value: &str, buckets: u64) -> u64 {
     stable_hash(value.as_bytes()) % buckets
@@ -167,4 +221,49 @@ pub fn write_schema(p: &Pipeline, dir: &Path) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(&doc)?;
     bytes.push(b'\n');
     std::fs::write(dir.join("schema.json"), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Columns hashing, dropping and reading text as a number.
+    fn columns() -> Columns {
+        Columns {
+            encodings: vec![Encoding::Hash, Encoding::Drop, Encoding::Numeric],
+            buckets: 1_000,
+            full_header: String::new(),
+        }
+    }
+
+    #[test]
+    fn text_cells_render_as_the_columns_do_each_time() {
+        let columns = columns();
+        let mut cells = TextCells::default();
+        let texts = [
+            "site1.example",
+            "a,b \"quoted\"",
+            "",
+            "12.5",
+            "site1.example",
+        ];
+        for round in 0..2 {
+            for column in 0..3 {
+                for (ix, text) in texts.iter().enumerate() {
+                    let v = ValueRef::Str(text);
+                    let (mut full, mut sagemaker) = (String::from("x"), String::from("y"));
+                    let (mut want_full, mut want_sagemaker) = (full.clone(), sagemaker.clone());
+                    // Dictionary indexes past the memo's bound are rendered directly.
+                    let ix = if ix == 4 { MAX_TEXT_CELLS } else { ix as u32 };
+                    cells.cell(&columns, column, (ix, v), &mut full, &mut sagemaker);
+                    columns.cell(column, v, &mut want_full, &mut want_sagemaker);
+                    assert_eq!(
+                        (full, sagemaker),
+                        (want_full, want_sagemaker),
+                        "round {round}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -24,9 +24,10 @@ pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Optio
             c.skip_ws();
             c.eat(b':')?;
             c.skip_ws();
-            let value = c.scalar()?;
-            if let Some(i) = names.iter().position(|n| n.as_ref() == key) {
-                out[i] = value;
+            // A field the pipeline does not read is checked, not kept (no text copied).
+            match names.iter().position(|n| n.as_ref() == key) {
+                Some(i) => out[i] = c.scalar()?,
+                None => c.skip_scalar()?,
             }
             c.skip_ws();
             match c.next()? {
@@ -121,7 +122,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str, value: Raw) -> Option<Raw> {
+    /// Steps over a scalar as [`Cursor::scalar`] reads it, without making its value.
+    fn skip_scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' => self.literal("true", ()),
+            b'f' => self.literal("false", ()),
+            b'n' => self.literal("null", ()),
+            _ => self.number().map(drop),
+        }
+    }
+
+    fn literal<T>(&mut self, word: &str, value: T) -> Option<T> {
         let end = self.i + word.len();
         (self.line.get(self.i..end)? == word).then(|| {
             self.i = end;
@@ -211,6 +223,7 @@ mod tests {
             r#" { "id" : "a" , "ts" : -0 , "s" : null , "u" : false } "#,
             r#"{"ts":1.5e3,"ts":-12,"s":1E-7,"u":"Mozilla/5.0 (X11; Linux) é"}"#,
             r#"{"s":123456789012345678901234567890,"ts":18446744073709551615}"#,
+            r#"{"page":"https://example.com/a/long/unread/url?x=1","n":-2.5e3,"id":"b","b":null}"#,
             "{}",
         ] {
             let (fast, serde) = (fast(line), by_serde(line).ok());
@@ -234,6 +247,8 @@ mod tests {
             r#"{"id":tru}"#,
             r#"{"id":1} x"#,
             r#"{"id" 1}"#,
+            r#"{"id":"a","unread":01}"#,
+            r#"{"unread":nul,"id":"a"}"#,
             r#"["id"]"#,
             "",
         ] {

@@ -120,9 +120,8 @@ impl Columns {
 /// per worker instead of once per row.
 #[derive(Default)]
 pub struct TextCells {
-    /// Per column, per dictionary index: where its full cell ends and its SageMaker cell
-    /// starts and ends in `text` (the full cell starts where the previous entry ended);
-    /// `UNSET` when not rendered yet.
+    /// Per column, per dictionary index: where in `text` its full cell starts, where its
+    /// SageMaker cell starts and where that ends; `UNSET` when not rendered yet.
     spans: Vec<Vec<(u32, u32, u32)>>,
     text: String,
 }

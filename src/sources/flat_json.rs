@@ -7,13 +7,18 @@
 //! `None`, and the caller parses the line with serde_json, which also words the errors.
 //! Parsing with serde_json was ~80 % of reading an event (docs/PERFORMANCE.md).
 
-use compact_str::CompactString;
-
 use super::json::Raw;
+use super::texts::Texts;
 
 /// Fills `out[i]` with the value of field `names[i]` (slots of absent fields are left
-/// as they are), or `None` if the line is not a flat object this path reads.
-pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Option<()> {
+/// as they are; text through `texts`), or `None` if the line is not a flat object this
+/// path reads.
+pub fn extract<N: AsRef<str>>(
+    line: &str,
+    names: &[N],
+    out: &mut [Raw],
+    texts: &mut Texts,
+) -> Option<()> {
     let mut c = Cursor { line, i: 0 };
     c.skip_ws();
     c.eat(b'{')?;
@@ -26,7 +31,7 @@ pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Optio
             c.skip_ws();
             // A field the pipeline does not read is checked, not kept (no text copied).
             match names.iter().position(|n| n.as_ref() == key) {
-                Some(i) => out[i] = c.scalar()?,
+                Some(i) => out[i] = c.scalar(i, texts)?,
                 None => c.skip_scalar()?,
             }
             c.skip_ws();
@@ -111,10 +116,10 @@ impl<'a> Cursor<'a> {
         Some(&self.line[start..self.i - 1])
     }
 
-    /// A string, number, boolean or null.
-    fn scalar(&mut self) -> Option<Raw> {
+    /// A string (as field `field`'s text), number, boolean or null.
+    fn scalar(&mut self, field: usize, texts: &mut Texts) -> Option<Raw> {
         match self.peek()? {
-            b'"' => Some(Raw::Str(CompactString::from(self.string()?))),
+            b'"' => Some(Raw::Str(texts.text(field, self.string()?))),
             b't' => self.literal("true", Raw::Bool(true)),
             b'f' => self.literal("false", Raw::Bool(false)),
             b'n' => self.literal("null", Raw::Null),
@@ -213,7 +218,7 @@ mod tests {
 
     fn fast(line: &str) -> Option<Vec<Raw>> {
         let mut out = vec![Raw::Absent; NAMES.len()];
-        extract(line, &NAMES, &mut out).map(|_| out)
+        extract(line, &NAMES, &mut out, &mut Texts::new(NAMES.len())).map(|_| out)
     }
 
     #[test]

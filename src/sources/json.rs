@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::flat_json;
+use super::texts::Texts;
 use compact_str::{CompactString, ToCompactString};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -26,9 +27,14 @@ pub enum Raw {
 
 /// Fills `out[i]` with the value of field `names[i]` of a JSON object line: by the
 /// [`flat_json`] fast path if it reads the line, else by serde_json.
-pub fn extract<N: AsRef<str>>(line: &str, names: &[N], out: &mut [Raw]) -> Result<(), String> {
+pub fn extract<N: AsRef<str>>(
+    line: &str,
+    names: &[N],
+    out: &mut [Raw],
+    texts: &mut Texts,
+) -> Result<(), String> {
     out.iter_mut().for_each(|r| *r = Raw::Absent);
-    if flat_json::extract(line, names, out).is_some() {
+    if flat_json::extract(line, names, out, texts).is_some() {
         return Ok(());
     }
     extract_with_serde(line, names, out)
@@ -178,13 +184,15 @@ mod tests {
             r#"{"a":1,"skip":{"x":[1,2]},"b":"h\"i","c":null}"#,
             &["b", "a", "zz"],
             &mut out,
+            &mut Texts::new(3),
         )
         .unwrap();
         assert_eq!(
             out,
             vec![Raw::Str("h\"i".into()), Raw::Num(1.0), Raw::Absent]
         );
-        assert!(extract(r#"{"a":1"#, &["a"], &mut out).is_err());
-        assert!(extract("garbage,not json", &["a"], &mut out).is_err());
+        let texts = &mut Texts::new(1);
+        assert!(extract(r#"{"a":1"#, &["a"], &mut out, texts).is_err());
+        assert!(extract("garbage,not json", &["a"], &mut out, texts).is_err());
     }
 }

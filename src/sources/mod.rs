@@ -6,6 +6,7 @@ pub mod kinesis;
 pub mod lines;
 pub mod reader;
 pub mod s3;
+pub mod texts;
 pub mod watermark;
 
 use std::path::PathBuf;

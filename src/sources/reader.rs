@@ -6,6 +6,7 @@ use compact_str::{CompactString, ToCompactString};
 
 use super::json::{extract, Raw};
 use super::lines::Lines;
+use super::texts::Texts;
 use super::PartitionSpec;
 use crate::config::{FieldSpec, Format, Pipeline, SourceSpec};
 use crate::event::{Event, Value};
@@ -95,6 +96,8 @@ pub struct PartitionReader {
     plan: Plan,
     body: Body,
     raw: Vec<Raw>,
+    /// Per field: its repeated long text, shared (see [`Texts`]).
+    texts: Texts,
     record_no: u64,
 }
 
@@ -193,6 +196,7 @@ impl PartitionReader {
         PartitionReader {
             stream: source.stream as u16,
             raw: vec![Raw::Absent; plan.names.len()],
+            texts: Texts::new(plan.names.len()),
             source,
             plan,
             body,
@@ -241,7 +245,7 @@ impl PartitionReader {
                 if text.trim().is_empty() {
                     return Some(Ok(()));
                 }
-                let fields = extract(text, &self.plan.names, &mut self.raw);
+                let fields = extract(text, &self.plan.names, &mut self.raw, &mut self.texts);
                 Some(fields.map_err(|e| format!("invalid JSON: {e}")))
             }
             Body::Csv {
@@ -254,9 +258,10 @@ impl PartitionReader {
                     Ok(true) => {}
                     Err(e) => return Some(Err(format!("invalid CSV: {e}"))),
                 }
-                for (slot, col) in self.raw.iter_mut().zip(columns.iter()) {
+                let slots = self.raw.iter_mut().zip(columns.iter()).enumerate();
+                for (field, (slot, col)) in slots {
                     *slot = match col.and_then(|c| record.get(c)) {
-                        Some(v) if !v.is_empty() => Raw::Str(v.into()),
+                        Some(v) if !v.is_empty() => Raw::Str(self.texts.text(field, v)),
                         _ => Raw::Absent,
                     };
                 }

@@ -62,13 +62,14 @@ impl<T> TimeQueue<T> {
         if bucket >= self.first && bucket < end {
             self.ring[(bucket - self.first) as usize].push((time, item));
         } else if bucket >= end && bucket - self.first < RING_BUCKETS {
-            while self.first + (self.ring.len() as u64) < bucket {
+            while self.first + (self.ring.len() as u64) <= bucket {
                 let empty = self.spare.pop().unwrap_or_default();
                 self.ring.push_back(empty);
             }
-            let mut items = self.spare.pop().unwrap_or_default();
-            items.push((time, item));
-            self.ring.push_back(items);
+            self.ring
+                .back_mut()
+                .expect("just pushed")
+                .push((time, item));
         } else if bucket < self.first && end - bucket <= RING_BUCKETS {
             while self.first > bucket {
                 let empty = self.spare.pop().unwrap_or_default();

@@ -458,10 +458,7 @@ impl LabelState {
             }
             start => {
                 decode_segment_texts(data, start, dict, |v, ix| {
-                    match ix {
-                        Some(ix) => text_cells.cell(columns, column, (ix, v), text, sagemaker),
-                        None => columns.cell(column, v, text, sagemaker),
-                    }
+                    text_cells.cell(columns, column, (v, ix), text, sagemaker);
                     column += 1;
                 });
             }

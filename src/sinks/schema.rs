@@ -133,19 +133,20 @@ const UNSET: u32 = u32::MAX;
 const MAX_TEXT_CELLS: u32 = 1 << 16;
 
 impl TextCells {
-    /// Appends the cells of column `column` holding dictionary text `ix` (whose value is
-    /// `v`) to both lines, as [`Columns::cell`] renders them.
+    /// Appends the cells of column `column` holding `v` to both lines, as
+    /// [`Columns::cell`] renders them: from the memo when `v` is dictionary text
+    /// (`text`: its index), else rendered directly.
     pub fn cell(
         &mut self,
         columns: &Columns,
         column: usize,
-        (ix, v): (u32, ValueRef<'_>),
+        (v, text): (ValueRef<'_>, Option<u32>),
         full: &mut String,
         sagemaker: &mut String,
     ) {
-        if ix >= MAX_TEXT_CELLS {
+        let Some(ix) = text.filter(|&ix| ix < MAX_TEXT_CELLS) else {
             return columns.cell(column, v, full, sagemaker);
-        }
+        };
         if self.spans.len() <= column {
             self.spans.resize_with(column + 1, Vec::new);
         }
@@ -254,7 +255,7 @@ mod tests {
                     let (mut want_full, mut want_sagemaker) = (full.clone(), sagemaker.clone());
                     // Dictionary indexes past the memo's bound are rendered directly.
                     let ix = if ix == 4 { MAX_TEXT_CELLS } else { ix as u32 };
-                    cells.cell(&columns, column, (ix, v), &mut full, &mut sagemaker);
+                    cells.cell(&columns, column, (v, Some(ix)), &mut full, &mut sagemaker);
                     columns.cell(column, v, &mut want_full, &mut want_sagemaker);
                     assert_eq!(
                         (full, sagemaker),

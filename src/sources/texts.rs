@@ -57,9 +57,7 @@ impl Texts {
 
     /// The text `s` of field `i`: shared if it is long and repeats, else a copy.
     pub fn text(&mut self, i: usize, s: &str) -> CompactString {
-        let Some(field) = self.fields.get_mut(i) else {
-            return CompactString::from(s);
-        };
+        let field = &mut self.fields[i];
         if s.len() <= INLINE || !field.sharing {
             return CompactString::from(s);
         }

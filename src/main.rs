@@ -22,13 +22,17 @@ extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
-/// Keeps freed memory 10 s before returning it to the OS (mimalloc's default is 1 s). With
+/// Keeps freed memory 60 s before returning it to the OS (mimalloc's default is 1 s). With
 /// the default, label-join buffers freed at each deadline went back to the kernel and
 /// were faulted in and zeroed again moments later: 10 % of the job's samples were the
-/// kernel clearing pages (16,700 page faults on 1.16M events, 1,200 with this).
+/// kernel clearing pages (16,700 page faults on 1.16M events, 1,200 with 10 s). A job's
+/// working set is steady, so memory it frees is nearly always used again within a
+/// minute; 60 s instead of 10 s saved the purges' TLB shootdowns and the zeroing of the
+/// same pages again (replays with the state ~-3 % wall, peak RSS +30 MiB;
+/// docs/PERFORMANCE.md). Memory of a passing spike still goes back after a minute.
 fn keep_freed_memory_longer() {
     // SAFETY: a plain setter of mimalloc (linked as the global allocator above).
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) }
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) }
 }
 
 /// Point-in-time-correct, labeled training sets from ad event streams.

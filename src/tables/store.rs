@@ -90,8 +90,11 @@ fn ingest_dir(state: &Path) -> PathBuf {
     state.join("ingest")
 }
 
-/// Block cache shared by every table: hot rows are served without decompressing.
+/// Block cache shared by every table.
 const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
+/// Table-file block size (RocksDB's default is 4 KiB).
+const BLOCK_BYTES: usize = 16 << 10;
 
 /// Entries [`TableStore::get_at`] steps over before it seeks instead.
 const STEPS_BEFORE_SEEK: usize = 8;
@@ -115,16 +118,10 @@ pub fn all_keys() -> rocksdb::ReadOptions {
     r
 }
 
-/// Options of the table files [`TableStore::put_versions`] writes: the tables' own format,
-/// uncompressed (compressing them cost the job's own threads). RocksDB's file writer
-/// takes the bottommost compression whenever one is set, so it is turned off here too.
+/// Options of the table files [`TableStore::put_versions`] writes: the tables' own format.
 fn sst_options() -> &'static Options {
     static OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
-    OPTIONS.get_or_init(|| {
-        let mut options = db_options();
-        options.set_bottommost_compression_type(rocksdb::DBCompressionType::None);
-        options
-    })
+    OPTIONS.get_or_init(db_options)
 }
 
 fn db_options() -> Options {
@@ -138,6 +135,10 @@ fn db_options() -> Options {
     table.set_whole_key_filtering(false);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // 16 KiB blocks instead of 4: a quarter of the index entries and block trailers to
+    // build, merge and checksum (compactions' CPU -10 %, replays with the state ~-4 % wall,
+    // API reads on a bench state no slower; docs/PERFORMANCE.md).
+    table.set_block_size(BLOCK_BYTES);
     let mut opts = Options::default();
     opts.set_prefix_extractor(rocksdb::SliceTransform::create(
         "labeljoin-key-without-time",
@@ -149,12 +150,14 @@ fn db_options() -> Options {
     // (retention aside): universal compaction rewrites each byte fewer times than leveled
     // compaction, which matters on a job's spare cores.
     opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    // Compactions took a third of a replay's wall time (docs/PERFORMANCE.md): only the
-    // oldest sorted run, which holds most of the bytes, is compressed. The younger runs are
-    // rewritten often and read most (recent keys): uncompressed, they cost no LZ4 in
-    // either direction (replays -7 % wall, 100-key reads on a large state ~1.6x).
+    // No compression. LZ4 on the oldest sorted run saved 30 % of the disk (624 against
+    // 893 MB after the bench) but was a quarter of the compactions' CPU, and universal
+    // compaction's size-amplification check, which compares the newer runs' raw bytes
+    // with that run's compressed ones, merged the whole table more often. Without it
+    // replays with the state run ~5-8 % faster and reads decompress nothing
+    // (docs/PERFORMANCE.md).
+    // States written with LZ4 by earlier versions stay readable (the codec is built in).
     opts.set_compression_type(rocksdb::DBCompressionType::None);
-    opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
     opts
 }
 

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::distinct::{DistinctIds, DistinctSet};
+use super::window_times::Times;
 use crate::config::{Agg, FeatureSpec};
 use crate::event::{stable_hash, Value};
 use crate::label::pending::{put_count, put_optional_number};
@@ -61,7 +62,7 @@ fn stored(bits: u64) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Window {
     /// Event times; for min/max a monotone deque, front = answer.
-    times: VecDeque<Time>,
+    times: Times,
     /// Running counts of every event applied and of the events expired.
     applied: u64,
     expired: u64,
@@ -214,7 +215,7 @@ impl AggState {
     /// windowed).
     pub fn oldest_in_window(&self) -> Option<Time> {
         match self {
-            AggState::Window(w) => w.times.front().copied(),
+            AggState::Window(w) => w.times.front(),
             _ => None,
         }
     }
@@ -249,15 +250,7 @@ impl AggState {
     /// and newest times, a distinct set's bitmap).
     pub fn prefetch_buffers(&self) {
         match self {
-            AggState::Window(w) => {
-                let (a, b) = w.times.as_slices();
-                if let Some(x) = a.first() {
-                    prefetch(x, 1);
-                }
-                if let Some(x) = b.last().or(a.last()) {
-                    prefetch(x, 1);
-                }
-            }
+            AggState::Window(w) => w.times.prefetch_ends(),
             AggState::Distinct(s) => s.prefetch(),
             _ => {}
         }
@@ -311,7 +304,7 @@ impl Window {
 
     /// Drops entries older than `start`.
     fn expire(&mut self, agg: Agg, start: Time) {
-        while let Some(&t) = self.times.front() {
+        while let Some(t) = self.times.front() {
             if t >= start {
                 break;
             }
@@ -386,7 +379,7 @@ impl Window {
                 + m.values.capacity() * 8
                 + m.distinct.capacity() * 13
         });
-        std::mem::size_of::<Window>() + self.times.capacity() * 8 + more
+        std::mem::size_of::<Window>() + self.times.heap_bytes() + more
     }
 }
 

@@ -7,3 +7,4 @@ pub mod fragments;
 pub mod keyed;
 pub mod records;
 pub mod table_op;
+pub mod window_times;

@@ -136,8 +136,8 @@ fn db_options() -> Options {
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     // 16 KiB blocks instead of 4: a quarter of the index entries and block trailers to
-    // build, merge and checksum (compactions' CPU -10 %, replays with the state ~-4 % wall,
-    // API reads on a bench state no slower; docs/PERFORMANCE.md).
+    // build, merge and checksum (compactions' CPU -10 %, replays with the state 0.92-0.97
+    // of the wall time, API reads on a bench state no slower; docs/PERFORMANCE.md).
     table.set_block_size(BLOCK_BYTES);
     let mut opts = Options::default();
     opts.set_prefix_extractor(rocksdb::SliceTransform::create(
@@ -154,9 +154,9 @@ fn db_options() -> Options {
     // 893 MB after the bench) but was a quarter of the compactions' CPU, and universal
     // compaction's size-amplification check, which compares the newer runs' raw bytes
     // with that run's compressed ones, merged the whole table more often. Without it
-    // replays with the state run ~5-8 % faster and reads decompress nothing
-    // (docs/PERFORMANCE.md).
-    // States written with LZ4 by earlier versions stay readable (the codec is built in).
+    // replays with the state take 0.87-0.93 of the wall time and reads decompress nothing
+    // (docs/PERFORMANCE.md). States written with LZ4 by earlier versions stay readable
+    // (the codec is still built in).
     opts.set_compression_type(rocksdb::DBCompressionType::None);
     opts
 }

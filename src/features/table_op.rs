@@ -119,6 +119,12 @@ impl pack::Numbered for TableWrite<'_> {
         &self.pending.rows[start..start + handle as u32 as usize]
     }
 
+    fn prefetch_entry(&self, i: usize) {
+        if let Some(v) = self.pending.versions.get(i) {
+            prefetch(v, 1);
+        }
+    }
+
     fn prefetch_row(&self, handle: u64) {
         let row = self.row(handle);
         prefetch(row.as_ptr(), lines(row.len()));

@@ -55,6 +55,8 @@ pub trait Numbered {
     fn entry(&self, i: usize) -> (Time, u64);
     /// The row of a handle.
     fn row(&self, handle: u64) -> &[u8];
+    /// Fetches what [`Numbered::entry`] reads for version `i`.
+    fn prefetch_entry(&self, _i: usize) {}
     /// Fetches the row of a handle.
     fn prefetch_row(&self, _handle: u64) {}
     /// The key of a number.
@@ -156,20 +158,23 @@ pub fn by_number<V: Numbered + ?Sized, E>(
     });
     let mut one: Vec<(Time, &[u8])> = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        // Groups come in key order, far apart in `order`: fetch ahead.
+        // Groups come in key order, far apart in `order`: fetch ahead (the positions, then
+        // the first version's entry, then its row).
         if let Some(ahead) = groups.get(i + AHEAD) {
             prefetch(&order[ahead.start as usize], 1);
             versions.prefetch_key(ahead.number);
         }
+        if let Some(ahead) = groups.get(i + AHEAD * 3 / 4) {
+            versions.prefetch_entry(order[ahead.start as usize] as usize);
+        }
         if let Some(ahead) = groups.get(i + AHEAD / 2) {
-            versions.prefetch_row(order[ahead.start as usize].1);
+            versions.prefetch_row(versions.entry(order[ahead.start as usize] as usize).1);
         }
         one.clear();
-        one.extend(
-            order[g.start as usize..g.end as usize]
-                .iter()
-                .map(|&(time, row)| (time, versions.row(row))),
-        );
+        one.extend(order[g.start as usize..g.end as usize].iter().map(|&i| {
+            let (time, row) = versions.entry(i as usize);
+            (time, versions.row(row))
+        }));
         // Stable and linear when already in time order (the job writes them so).
         one.sort_by_key(|v| v.0);
         one.dedup_by(|later, earlier| {
@@ -186,7 +191,7 @@ pub fn by_number<V: Numbered + ?Sized, E>(
     Ok(())
 }
 
-/// The versions of one key number: positions `order[start..end]`.
+/// The versions of one key number: `order[start..end]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Group {
     head: u128,
@@ -201,16 +206,17 @@ struct Group {
 /// allocated afresh for each table had the kernel zero their pages again.
 #[derive(Default)]
 pub struct Scratch {
-    /// (time, row handle) of the versions, grouped by number.
-    order: Vec<(Time, u64)>,
+    /// Positions of the versions, grouped by number (4 bytes a version: a write of
+    /// millions of versions held their (time, row handle) pairs at 16 bytes each).
+    order: Vec<u32>,
     groups: Vec<Group>,
     next: Vec<u32>,
     tags: Vec<u64>,
     value: Vec<u8>,
 }
 
-/// Puts the (time, row handle) of `versions` into `order` grouped by number (in position
-/// order within a group), and each number's range of `order` into `groups` (numbers
+/// Puts the positions of `versions` into `order` grouped by number (ascending within a
+/// group), and each number's range of `order` into `groups` (numbers
 /// ascending). The job's numbers are entry numbers, dense below the number of keys: a
 /// counting sort (`next`: where each number's next version goes) places each position
 /// with two passes. Sparse numbers (a short write among many keys) are sorted instead,
@@ -219,7 +225,7 @@ fn grouped<V: Numbered + ?Sized>(
     versions: &V,
     next: &mut Vec<u32>,
     tags: &mut Vec<u64>,
-    order: &mut Vec<(Time, u64)>,
+    order: &mut Vec<u32>,
     groups: &mut Vec<Group>,
 ) {
     let n = versions.len();
@@ -240,7 +246,7 @@ fn grouped<V: Numbered + ?Sized>(
         tags.clear();
         tags.extend((0..n).map(|i| u64::from(versions.number(i)) << 32 | i as u64));
         tags.sort_unstable();
-        order.extend(tags.iter().map(|&t| versions.entry(t as u32 as usize)));
+        order.extend(tags.iter().map(|&t| t as u32));
         let mut start = 0;
         for same in tags.chunk_by(|a, b| a >> 32 == b >> 32) {
             groups.push(group((same[0] >> 32) as u32, start, start + same.len()));
@@ -267,10 +273,10 @@ fn grouped<V: Numbered + ?Sized>(
         }
         (*slot, start) = (start as u32, start + count);
     }
-    order.resize(n, (0, 0));
+    order.resize(n, 0);
     for i in 0..n {
         let slot = &mut next[versions.number(i) as usize];
-        order[*slot as usize] = versions.entry(i);
+        order[*slot as usize] = i as u32;
         *slot += 1;
     }
 }
@@ -375,18 +381,17 @@ mod tests {
                 numbers.iter().enumerate().map(|(i, &n)| (n, i as u32)).collect();
             expected.sort_unstable();
             // Twice with the same buffers: nothing of the first call is left behind.
-            let mut s = Scratch { next: vec![7; 3], order: vec![(5, 5)], ..Scratch::default() };
+            let mut s = Scratch { next: vec![7; 3], order: vec![5], ..Scratch::default() };
             for _ in 0..2 {
                 grouped(&versions, &mut s.next, &mut s.tags, &mut s.order, &mut s.groups);
-                // Times here are positions.
                 let got: Vec<(u32, u32)> =
-                    s.order.iter().map(|&(t, _)| (numbers[t as usize], t as u32)).collect();
+                    s.order.iter().map(|&i| (numbers[i as usize], i)).collect();
                 proptest::prop_assert_eq!(&got, &expected);
                 let mut covered = 0;
                 for g in &s.groups {
                     proptest::prop_assert_eq!(g.start, covered);
-                    for &(t, _) in &s.order[g.start as usize..g.end as usize] {
-                        proptest::prop_assert_eq!(numbers[t as usize], g.number);
+                    for &i in &s.order[g.start as usize..g.end as usize] {
+                        proptest::prop_assert_eq!(numbers[i as usize], g.number);
                     }
                     covered = g.end;
                 }

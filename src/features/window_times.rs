@@ -104,30 +104,18 @@ impl Times {
 
     /// Removes the oldest time.
     pub fn pop_front(&mut self) -> Option<Time> {
-        let front = self.front();
         match self {
-            Times::Narrow { offsets, .. } => {
-                offsets.pop_front();
-            }
-            Times::Wide(times) => {
-                times.pop_front();
-            }
+            Times::Narrow { base, offsets } => offsets.pop_front().map(|o| *base + Time::from(o)),
+            Times::Wide(times) => times.pop_front(),
         }
-        front
     }
 
     /// Removes the newest time.
     pub fn pop_back(&mut self) -> Option<Time> {
-        let back = self.back();
         match self {
-            Times::Narrow { offsets, .. } => {
-                offsets.pop_back();
-            }
-            Times::Wide(times) => {
-                times.pop_back();
-            }
+            Times::Narrow { base, offsets } => offsets.pop_back().map(|o| *base + Time::from(o)),
+            Times::Wide(times) => times.pop_back(),
         }
-        back
     }
 
     /// Room held, in times.

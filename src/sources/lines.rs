@@ -16,6 +16,9 @@ use memmap2::{Advice, Mmap, UncheckedAdvice};
 /// ~100 MiB more peak RSS with the bench's 12 inputs open (docs/PERFORMANCE.md).
 const RELEASE_EVERY: usize = 8 << 20;
 
+/// Bytes past the current line requested from the device at each release.
+const READ_AHEAD: usize = 2 * RELEASE_EVERY;
+
 /// The lines of one input, one at a time.
 pub enum Lines {
     /// A local file, mapped.
@@ -66,6 +69,7 @@ impl Lines {
         // as with any mapped reader (ripgrep's). README.md says so.
         let map = unsafe { Mmap::map(file) }.ok()?;
         let _ = map.advise(Advice::Sequential);
+        let _ = map.advise_range(Advice::WillNeed, 0, READ_AHEAD.min(map.len()));
         Some(Lines::Mapped(MappedLines {
             map,
             next: 0,
@@ -175,6 +179,13 @@ impl MappedLines {
                 )
             };
             self.released = upto;
+        }
+        // Ask for the next pages now: a fault on a page the page cache lacks waits for
+        // the device (~0.5 s of the workers' time in a bench run, files mostly cached).
+        let start = self.next & !(page_size() - 1);
+        let len = READ_AHEAD.min(self.map.len().saturating_sub(start));
+        if len > 0 {
+            let _ = self.map.advise_range(Advice::WillNeed, start, len);
         }
     }
 }

@@ -261,6 +261,10 @@ fn spawn_maintenance(
         let mut next_due: Option<Time> = None;
         loop {
             let done = stop.load(Ordering::Relaxed);
+            if done {
+                // The workers are done: the last of their table files are ingested first.
+                store.wait_ingested()?;
+            }
             // Every version below this is written (MAX once the inputs end).
             let written = store.written_through();
             // Retention counts back from the newest event, not from MAX.

@@ -121,7 +121,8 @@ impl pack::Numbered for TableWrite<'_> {
 
     fn prefetch_entry(&self, i: usize) {
         if let Some(v) = self.pending.versions.get(i) {
-            prefetch(v, 1);
+            // Its row's end is the next version's start: fetch both.
+            prefetch(v, 2);
         }
     }
 
@@ -364,7 +365,9 @@ impl Tables {
         if waiting {
             v.write_pending(&self.pipeline, &self.state);
         }
-        v.store.mark_written(worker, watermark);
+        if let Err(e) = v.store.mark_written(worker, watermark) {
+            panic!("cannot write versions: {e}");
+        }
         None
     }
 

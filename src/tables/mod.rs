@@ -1,6 +1,7 @@
 //! Lookup tables: versioned, time-travel key -> row stores in RocksDB, and their snapshots.
 
 pub mod bench;
+pub mod ingest;
 pub mod keys;
 pub mod pack;
 pub mod retention;

@@ -171,7 +171,12 @@ pub fn by_number<V: Numbered + ?Sized, E>(
             versions.prefetch_row(versions.entry(order[ahead.start as usize] as usize).1);
         }
         one.clear();
-        one.extend(order[g.start as usize..g.end as usize].iter().map(|&i| {
+        // A hot key's versions lie far apart too: fetch their entries ahead.
+        let positions = &order[g.start as usize..g.end as usize];
+        one.extend(positions.iter().enumerate().map(|(j, &i)| {
+            if let Some(&ahead) = positions.get(j + AHEAD) {
+                versions.prefetch_entry(ahead as usize);
+            }
             let (time, row) = versions.entry(i as usize);
             (time, versions.row(row))
         }));

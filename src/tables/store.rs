@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
+use super::ingest::{Ingester, Progress};
 use super::retention::{Cutoff, RetentionFilterFactory};
 use super::{keys, pack};
 use crate::time::Time;
@@ -63,10 +64,13 @@ pub type Version = (Time, Vec<u8>);
 /// A state directory holds `FORMAT` and the database in `db/`; snapshots (see
 /// [`super::snapshot`]) have the same layout, so a snapshot opens like a state directory.
 pub struct TableStore {
-    db: DB,
+    /// Finishes and ingests the table files of a writable store (first: dropped first,
+    /// after ingesting what is queued).
+    ingester: Option<Ingester>,
+    db: Arc<DB>,
     dir: PathBuf,
     /// Per local worker: every version before this time is written (see `written_through`).
-    progress: std::sync::Mutex<Vec<Time>>,
+    progress: Progress,
     /// Table names (column families other than RocksDB's default), as opened.
     names: Vec<String>,
     /// Per table: the retention cutoff its compactions apply (writable stores only).
@@ -158,6 +162,10 @@ fn db_options() -> Options {
     // (docs/PERFORMANCE.md). States written with LZ4 by earlier versions stay readable
     // (the codec is still built in).
     opts.set_compression_type(rocksdb::DBCompressionType::None);
+    // Files a compaction or an ingestion made obsolete are deleted by a background thread,
+    // not by the worker whose ingestion found them (on a file system mounted with
+    // `discard`, each deletion waits for the device).
+    opts.set_avoid_unnecessary_blocking_io(true);
     opts
 }
 
@@ -183,16 +191,18 @@ impl TableStore {
             cf.set_compaction_filter_factory(RetentionFilterFactory::new(n, cutoffs[n].clone()));
             ColumnFamilyDescriptor::new(n, cf)
         });
-        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| rocks(dir, e))?;
+        let db = Arc::new(DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| rocks(dir, e))?);
         // Files a crashed run wrote but did not ingest are not part of the state.
         std::fs::remove_dir_all(ingest_dir(dir))
             .or_else(ignore_missing)
             .and_then(|()| std::fs::create_dir_all(ingest_dir(dir)))
             .map_err(|e| io(dir, e))?;
+        let progress = Progress::default();
         Ok(TableStore {
+            ingester: Some(Ingester::start(db.clone(), progress.clone())),
             db,
             dir: dir.to_path_buf(),
-            progress: Default::default(),
+            progress,
             names: tables_of(names),
             cutoffs,
             oldest: AtomicU64::new(Time::MAX),
@@ -238,7 +248,8 @@ impl TableStore {
     /// A handle that only reads (no retention cutoffs).
     fn reader(db: DB, dir: &Path, names: Vec<String>) -> TableStore {
         TableStore {
-            db,
+            ingester: None,
+            db: Arc::new(db),
             dir: dir.to_path_buf(),
             progress: Default::default(),
             names: tables_of(names),
@@ -275,11 +286,14 @@ impl TableStore {
         let versions: Vec<(&[u8], Time, &[u8])> = versions.into_iter().collect();
         self.ingest(table, !versions.is_empty(), |put| {
             pack::by_key(&versions, put)
-        })
+        })?;
+        self.wait_ingested()
     }
 
     /// [`TableStore::put_versions`] for versions that name their key by a number (see
-    /// [`pack::by_number`]).
+    /// [`pack::by_number`]), without waiting: the file is ingested in the background, in
+    /// order (see [`super::ingest`]); [`TableStore::mark_written`] after it counts once it
+    /// is, and [`TableStore::wait_ingested`] waits for it.
     pub fn put_numbered<V: pack::Numbered + ?Sized>(
         &self,
         table: &str,
@@ -292,7 +306,7 @@ impl TableStore {
     }
 
     /// Writes the entries `fill` puts (one per key, in stored-key order, as a table file
-    /// requires) to a table file and has RocksDB ingest it.
+    /// requires) to a table file and queues it for ingestion.
     fn ingest(
         &self,
         table: &str,
@@ -301,7 +315,7 @@ impl TableStore {
             &mut dyn FnMut(&[u8], Time, &[u8]) -> Result<(), rocksdb::Error>,
         ) -> Result<(), rocksdb::Error>,
     ) -> Result<(), StoreError> {
-        let cf = self.cf(table)?;
+        self.cf(table)?;
         if !any {
             return Ok(());
         }
@@ -315,16 +329,33 @@ impl TableStore {
             file.put(&stored, value)
         })
         .map_err(|e| rocks(&self.dir, e))?;
-        file.finish().map_err(|e| rocks(&self.dir, e))?;
-        let mut ingest = rocksdb::IngestExternalFileOptions::default();
-        ingest.set_move_files(true);
-        self.db
-            .ingest_external_file_cf_opts(cf, &ingest, vec![&path])
-            .map_err(|e| rocks(&self.dir, e))?;
-        // Moved files are hard links: the database keeps its own name for it.
-        std::fs::remove_file(&path)
-            .or_else(ignore_missing)
-            .map_err(|e| io(&self.dir, e))
+        self.ingester()?
+            .file(table, path, file)
+            .map_err(|message| self.failed(message))
+    }
+
+    /// The ingestion thread (writable stores only).
+    fn ingester(&self) -> Result<&Ingester, StoreError> {
+        self.ingester.as_ref().ok_or_else(|| StoreError::Io {
+            dir: self.dir.clone(),
+            message: "opened for reading only".into(),
+        })
+    }
+
+    fn failed(&self, message: String) -> StoreError {
+        StoreError::Io {
+            dir: self.dir.clone(),
+            message: format!("cannot ingest versions: {message}"),
+        }
+    }
+
+    /// Waits until every table file queued so far is ingested (and every mark queued
+    /// after it counted).
+    pub fn wait_ingested(&self) -> Result<(), StoreError> {
+        match &self.ingester {
+            Some(i) => i.wait().map_err(|message| self.failed(message)),
+            None => Ok(()),
+        }
     }
 
     /// The newest version of `key` at or before `as_of`: the row after all events `<= as_of`.
@@ -500,13 +531,12 @@ impl TableStore {
         *self.progress.lock().unwrap() = vec![0; workers];
     }
 
-    /// Records that `worker` (global index) has written every version before `watermark`.
-    pub fn mark_written(&self, worker: usize, watermark: Time) {
-        let mut p = self.progress.lock().unwrap();
-        let n = p.len();
-        if n > 0 {
-            p[worker % n] = p[worker % n].max(watermark);
-        }
+    /// Records that `worker` (global index) has written every version before `watermark`,
+    /// once the table files it queued before are ingested.
+    pub fn mark_written(&self, worker: usize, watermark: Time) -> Result<(), StoreError> {
+        self.ingester()?
+            .mark(worker, watermark)
+            .map_err(|message| self.failed(message))
     }
 
     /// Every version with a time below this is written: reads as of earlier times are final.

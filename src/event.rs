@@ -83,8 +83,16 @@ pub struct Event {
     /// Event time.
     pub time: Time,
     /// Field values.
-    pub fields: Vec<Value>,
+    pub fields: Fields,
 }
+
+/// An event's field values, inline up to [`INLINE_FIELDS`]: the reference streams carry
+/// two to five fields, and a vector was an allocation per event that the worker after
+/// the id exchange frees (docs/PERFORMANCE.md).
+pub type Fields = smallvec::SmallVec<[Value; INLINE_FIELDS]>;
+
+/// Fields an event holds without an allocation.
+pub const INLINE_FIELDS: usize = 5;
 
 impl Event {
     /// Fetches the event's field values into cache (their vector's block).

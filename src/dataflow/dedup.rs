@@ -153,7 +153,7 @@ mod tests {
             stream: 0,
             id: id.into(),
             time,
-            fields: Vec::new(),
+            fields: Default::default(),
         }
     }
 

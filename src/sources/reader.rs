@@ -9,7 +9,7 @@ use super::lines::Lines;
 use super::texts::Texts;
 use super::PartitionSpec;
 use crate::config::{FieldSpec, Format, Pipeline, SourceSpec};
-use crate::event::{Event, Value};
+use crate::event::{Event, Fields, Value};
 
 /// A record that could not be read: where it was and why (goes to the dead-letter sink).
 #[derive(Debug, Clone)]
@@ -337,7 +337,7 @@ impl PartitionReader {
             _ => Err("it is missing".to_string()),
         }
         .map_err(|e| format!("field {time_name:?} (the time): {e}"))?;
-        let mut fields = Vec::with_capacity(plan.fields.len());
+        let mut fields = Fields::with_capacity(plan.fields.len());
         for ((slot, spec), &last) in plan.fields.iter().zip(&plan.last_reader) {
             let raw = &mut self.raw[*slot];
             let value = if raw.is_empty() {

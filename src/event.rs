@@ -141,10 +141,11 @@ pub fn write_num(n: f64, out: &mut String) {
         out.extend(std::iter::repeat_n('0', digits - text.len()));
         out.push_str(text);
     } else if (1e-5..1e7).contains(&n.abs()) {
-        // ryu prints the same shortest digits as Display; in this range also the same form.
-        // (Not above: with 17 significant digits the two can pick different last digits,
-        // e.g. 117156579416960.12 against Display's ...60.13.)
-        out.push_str(ryu::Buffer::new().format_finite(n));
+        // zmij (Ryū's successor, the same shortest digits, ~1.6x faster on ratios here)
+        // prints what Display does in this range. (Not above: with 17 significant digits
+        // the two can pick different last digits, e.g. 117156579416960.12 against
+        // Display's ...60.13.)
+        out.push_str(zmij::Buffer::new().format_finite(n));
     } else {
         use std::fmt::Write;
         write!(out, "{n}").unwrap();

@@ -16,8 +16,10 @@ use memmap2::{Advice, Mmap, UncheckedAdvice};
 /// ~100 MiB more peak RSS with the bench's 12 inputs open (docs/PERFORMANCE.md).
 const RELEASE_EVERY: usize = 8 << 20;
 
-/// Bytes past the current line requested from the device at each release.
-const READ_AHEAD: usize = 2 * RELEASE_EVERY;
+/// Bytes requested from the device per request: the kernel reads at most the device's
+/// readahead window per `MADV_WILLNEED` (often 128 KiB-8 MiB), so larger ranges go in
+/// pieces of this.
+const WILL_NEED_PIECE: usize = 1 << 20;
 
 /// The lines of one input, one at a time.
 pub enum Lines {
@@ -69,7 +71,7 @@ impl Lines {
         // as with any mapped reader (ripgrep's). README.md says so.
         let map = unsafe { Mmap::map(file) }.ok()?;
         let _ = map.advise(Advice::Sequential);
-        let _ = map.advise_range(Advice::WillNeed, 0, READ_AHEAD.min(map.len()));
+        will_need(&map, 0, 2 * RELEASE_EVERY);
         Some(Lines::Mapped(MappedLines {
             map,
             next: 0,
@@ -180,13 +182,20 @@ impl MappedLines {
             };
             self.released = upto;
         }
-        // Ask for the next pages now: a fault on a page the page cache lacks waits for
-        // the device (~0.5 s of the workers' time in a bench run, files mostly cached).
-        let start = self.next & !(page_size() - 1);
-        let len = READ_AHEAD.min(self.map.len().saturating_sub(start));
-        if len > 0 {
-            let _ = self.map.advise_range(Advice::WillNeed, start, len);
-        }
+        // Ask for the window after the next one now, so it is read while this one is
+        // parsed: a fault on a page the page cache lacks waits for the device (0.25-1.6 s
+        // of the workers' time in a bench run with the files mostly cached).
+        let start = (self.next & !(page_size() - 1)) + RELEASE_EVERY;
+        will_need(&self.map, start, RELEASE_EVERY);
+    }
+}
+
+/// Asks the kernel to read `len` bytes of `map` from `start` into the page cache, without
+/// waiting for them.
+fn will_need(map: &Mmap, start: usize, len: usize) {
+    let end = map.len().min(start.saturating_add(len));
+    for at in (start..end).step_by(WILL_NEED_PIECE) {
+        let _ = map.advise_range(Advice::WillNeed, at, WILL_NEED_PIECE.min(end - at));
     }
 }
 

@@ -95,7 +95,8 @@ pub type Fields = smallvec::SmallVec<[Value; INLINE_FIELDS]>;
 pub const INLINE_FIELDS: usize = 5;
 
 impl Event {
-    /// Fetches the event's field values into cache (their vector's block).
+    /// Fetches the event's field values into cache: inline, that is the event itself
+    /// (events from another worker arrive cold), else their spilled block.
     pub fn prefetch_fields(&self) {
         prefetch(
             self.fields.as_ptr(),

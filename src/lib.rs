@@ -17,6 +17,7 @@ pub mod gen;
 pub mod hash_slots;
 pub mod label;
 pub mod metrics;
+pub mod parked;
 pub mod prefetch;
 pub mod run;
 pub mod sinks;

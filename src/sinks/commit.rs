@@ -27,7 +27,8 @@ pub fn committer(
     metrics: Arc<Metrics>,
 ) {
     let mut open: BTreeMap<Time, Vec<PartWritten>> = BTreeMap::new();
-    let mut thread = Some(CommitThread::start(root, metrics));
+    // Every part file is reported to worker 0 (global index): only it commits.
+    let mut thread = (parts.scope().index() == 0).then(|| CommitThread::start(root, metrics));
     parts.sink(
         Exchange::new(|_: &PartWritten| 0),
         "Committer",

@@ -14,8 +14,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::parked::ParkedQueue;
 
 /// Bytes written per direct write: large enough that the device, not the call, sets
 /// the pace.
@@ -76,55 +78,20 @@ struct Done {
     result: io::Result<()>,
 }
 
-/// The writer thread's queue and the thread, started on first use. One thread for every
-/// file: it only waits on the device, and it writes each file's blocks in the order given.
-struct Writer {
-    jobs: Sender<Job>,
-    thread: std::thread::Thread,
-}
-
-impl Writer {
-    /// Queues a block and wakes the thread. The thread never sleeps inside the channel
-    /// (it parks instead), so a send takes no lock: with the channel's own sleep, a worker
-    /// sending a block waited on the lock whenever the writer thread held it while
-    /// descheduled (~20 ms each, ~0.7 s of the workers' time in a bench run).
-    fn send(&self, job: Job) {
-        self.jobs
-            .send(job)
-            .expect("the part-file writer thread runs");
-        self.thread.unpark();
-    }
-}
-
-fn writer() -> &'static Writer {
-    static WRITER: OnceLock<Writer> = OnceLock::new();
+/// The writer thread's queue, started on first use. One thread for every file: it only
+/// waits on the device, and it writes each file's blocks in the order given.
+fn writer() -> &'static ParkedQueue<Job> {
+    static WRITER: OnceLock<ParkedQueue<Job>> = OnceLock::new();
     WRITER.get_or_init(|| {
-        let (jobs, queue) = channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("part-writer".into())
-            .spawn(move || loop {
-                let job = match queue.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty) => {
-                        // A send after the check leaves an unpark: `park` then returns.
-                        std::thread::park();
-                        continue;
-                    }
-                    Err(TryRecvError::Disconnected) => return,
-                };
-                let result = job.file.write_all_at(job.block.bytes(0..BLOCK), job.at);
-                // The file may be gone (its worker panicked): nothing waits for it.
-                let _ = job.done.send(Done {
-                    at: job.at,
-                    block: job.block,
-                    result,
-                });
-            })
-            .expect("cannot start the part-file writer thread");
-        Writer {
-            jobs,
-            thread: thread.thread().clone(),
-        }
+        ParkedQueue::start("part-writer", |job: Job| {
+            let result = job.file.write_all_at(job.block.bytes(0..BLOCK), job.at);
+            // The file may be gone (its worker panicked): nothing waits for it.
+            let _ = job.done.send(Done {
+                at: job.at,
+                block: job.block,
+                result,
+            });
+        })
     })
 }
 

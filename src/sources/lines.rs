@@ -7,10 +7,11 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::BufRead;
-use std::sync::mpsc::{channel, Sender, TryRecvError};
 use std::sync::{Arc, OnceLock};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+use crate::parked::ParkedQueue;
 
 /// Mapped pages already read are released every this many bytes, so an open file holds
 /// at most about this much of the job's resident memory (the page cache keeps them).
@@ -203,42 +204,18 @@ impl MappedLines {
 /// read-ahead thread: the request itself waits whenever the device's queue is full
 /// (~1.5 s of the workers' time in a bench run when they made it themselves).
 fn will_need(file: &Arc<File>, start: usize, len: usize) {
-    let ahead = read_ahead();
-    let _ = ahead.requests.send((file.clone(), start, len));
-    ahead.thread.unpark();
-}
-
-/// The read-ahead thread and its queue, started on first use.
-struct ReadAhead {
-    requests: Sender<(Arc<File>, usize, usize)>,
-    thread: std::thread::Thread,
-}
-
-fn read_ahead() -> &'static ReadAhead {
-    static READ_AHEAD: OnceLock<ReadAhead> = OnceLock::new();
-    READ_AHEAD.get_or_init(|| {
-        let (requests, queue) = channel::<(Arc<File>, usize, usize)>();
-        // It parks rather than sleeping in the channel, so a send never waits on the
-        // channel's lock (see `sinks::direct`).
-        let thread = std::thread::Builder::new()
-            .name("read-ahead".into())
-            .spawn(move || loop {
-                match queue.try_recv() {
-                    Ok((file, start, len)) => {
-                        for at in (start..start + len).step_by(WILL_NEED_PIECE) {
-                            let _ = fadvise_will_need(&file, at, WILL_NEED_PIECE);
-                        }
-                    }
-                    Err(TryRecvError::Empty) => std::thread::park(),
-                    Err(TryRecvError::Disconnected) => return,
+    static READ_AHEAD: OnceLock<ParkedQueue<(Arc<File>, usize, usize)>> = OnceLock::new();
+    let queue = READ_AHEAD.get_or_init(|| {
+        ParkedQueue::start(
+            "read-ahead",
+            |(file, start, len): (Arc<File>, usize, usize)| {
+                for at in (start..start + len).step_by(WILL_NEED_PIECE) {
+                    let _ = fadvise_will_need(&file, at, WILL_NEED_PIECE);
                 }
-            })
-            .expect("cannot start the read-ahead thread");
-        ReadAhead {
-            requests,
-            thread: thread.thread().clone(),
-        }
-    })
+            },
+        )
+    });
+    queue.send((file.clone(), start, len));
 }
 
 /// `posix_fadvise(POSIX_FADV_WILLNEED)` on a byte range (ranges past the end are ignored).

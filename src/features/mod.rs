@@ -7,4 +7,5 @@ pub mod fragments;
 pub mod keyed;
 pub mod records;
 pub mod table_op;
+pub mod waiting;
 pub mod window_times;

@@ -13,6 +13,7 @@ use super::distinct::DistinctIds;
 use super::fragments::{Fragments, FragmentsBuilder};
 use super::keyed::{Candidate, KeyedStates};
 use super::records::{processing_order, Run, TableRecord};
+use super::waiting::WaitingRecords;
 use crate::config::{FeatureSpec, Pipeline, TableSpec};
 use crate::dataflow::hold::Held;
 use crate::dataflow::time_queue::TimeQueue;
@@ -459,59 +460,6 @@ impl Drop for Tables {
     }
 }
 
-/// Records waiting for the watermark to pass their time, as the batches they came in
-/// (each with its earliest and latest time), and the earliest time of all. A pass takes
-/// whole batches that are due and leaves batches not yet due untouched: moving the waiting
-/// records down one vector on every pass had copied each record ~2.5 times more.
-#[derive(Default)]
-struct Buffer {
-    batches: Vec<Batch>,
-    min: Option<Time>,
-}
-
-/// Records received together, and the range of their times.
-struct Batch {
-    records: Vec<TableRecord>,
-    first: Time,
-    last: Time,
-}
-
-impl Buffer {
-    fn append(&mut self, data: &mut Vec<TableRecord>) {
-        let mut times = data.iter().map(|r| r.time);
-        let Some(t) = times.next() else {
-            return;
-        };
-        let (first, last) = times.fold((t, t), |(lo, hi), t| (lo.min(t), hi.max(t)));
-        self.min = Some(self.min.map_or(first, |m| m.min(first)));
-        self.batches.push(Batch {
-            records: std::mem::take(data),
-            first,
-            last,
-        });
-    }
-
-    /// Moves the records before `watermark` into `ready` (cleared first; it keeps its
-    /// capacity between passes: a fresh multi-megabyte vector per pass was fresh pages for
-    /// the kernel to zero).
-    fn take_before(&mut self, watermark: Time, ready: &mut Vec<TableRecord>) {
-        ready.clear();
-        self.batches.retain_mut(|b| {
-            if b.first >= watermark {
-                return true;
-            }
-            if b.last < watermark {
-                ready.append(&mut b.records);
-                return false;
-            }
-            ready.extend(b.records.extract_if(.., |r| r.time < watermark));
-            b.first = b.records.iter().map(|r| r.time).min().unwrap_or(b.last);
-            true
-        });
-        self.min = self.batches.iter().map(|b| b.first).min();
-    }
-}
-
 /// The table operator. Records are exchanged by (table, key); each worker buffers them until
 /// the watermark passes their time, then per time in order: first answers that time's lookups
 /// (state of strictly earlier events), then applies its updates in (stream, id) order.
@@ -530,7 +478,7 @@ pub fn table_operator<'scope>(
         let activator = scope.activator_for(info.address);
         let mut tables = Tables::new(pipeline, store);
         let mut held = Held::default();
-        let mut buffer = Buffer::default();
+        let mut waiting = WaitingRecords::default();
         let mut ready = Vec::new();
         let mut done_below = 0;
         let mut wake_at: Option<Instant> = None;
@@ -538,12 +486,12 @@ pub fn table_operator<'scope>(
             let port = output.output_index();
             input.for_each(|cap, data| {
                 held.hold(&cap, port);
-                buffer.append(data);
+                waiting.append(data);
             });
             let watermark = frontier.frontier().first().copied().unwrap_or(Time::MAX);
             if watermark != done_below {
                 done_below = watermark;
-                buffer.take_before(watermark, &mut ready);
+                waiting.take_before(watermark, &mut ready);
                 let fragments = tables.process(&ready, watermark, peers);
                 if let Some(cap) = held.get() {
                     output.session(cap).give_iterator(fragments);
@@ -559,7 +507,7 @@ pub fn table_operator<'scope>(
                 Some(_) => {}
                 None => wake_at = None,
             }
-            held.settle(buffer.min);
+            held.settle(waiting.min());
         }
     })
 }
@@ -567,40 +515,6 @@ pub fn table_operator<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        /// Against a plain list: each pass takes exactly the records before its watermark,
-        /// and the earliest waiting time is the list's.
-        #[test]
-        fn buffered_records_are_taken_exactly_when_the_watermark_passes_them(
-            steps in proptest::collection::vec(
-                (proptest::collection::vec(proptest::collection::vec(0u64..5_000, 0..20), 0..4),
-                 0u64..6_000),
-                1..12),
-        ) {
-            let mut buffer = Buffer::default();
-            let mut list: Vec<Time> = Vec::new();
-            let mut ready = Vec::new();
-            for (batches, watermark) in steps {
-                for times in batches {
-                    let mut data: Vec<TableRecord> = times
-                        .iter()
-                        .map(|&t| crate::features::records::tests::record(t, 0, 0, 0, 0, 0))
-                        .collect();
-                    buffer.append(&mut data);
-                    list.extend(times);
-                }
-                proptest::prop_assert_eq!(buffer.min, list.iter().copied().min());
-                buffer.take_before(watermark, &mut ready);
-                let mut got: Vec<Time> = ready.iter().map(|r| r.time).collect();
-                got.sort();
-                let mut want: Vec<Time> = list.extract_if(.., |t| *t < watermark).collect();
-                want.sort();
-                proptest::prop_assert_eq!(got, want);
-                proptest::prop_assert_eq!(buffer.min, list.iter().copied().min());
-            }
-        }
-    }
 
     #[test]
     fn versions_wait_longer_only_while_the_watermark_is_far_behind_the_clock() {

@@ -139,21 +139,21 @@ pub fn by_number<V: Numbered + ?Sized, E>(
         value,
     } = scratch;
     grouped(versions, next, tags, order, groups);
-    // Distinct keys in stored order: the length prefix, then the first 16 bytes as
-    // numbers end most comparisons before a `memcmp`.
+    // Distinct keys in stored order: the first 16 bytes of the stored key as one number
+    // end most comparisons before a `memcmp`.
     let key = |number| versions.key(number);
-    let mut prefix = Vec::new();
+    let mut stored = Vec::new();
     for i in 0..groups.len() {
         if let Some(ahead) = groups.get(i + AHEAD) {
             versions.prefetch_key(ahead.number);
         }
         let g = &mut groups[i];
         let k = key(g.number);
-        (g.length, g.head) = (length_order(k.len(), &mut prefix), head(k));
+        g.head = stored_head(k, &mut stored);
     }
     groups.sort_unstable_by(|a, b| {
-        (a.length, a.head)
-            .cmp(&(b.length, b.head))
+        a.head
+            .cmp(&b.head)
             .then_with(|| key(a.number).cmp(key(b.number)))
     });
     let mut one: Vec<(Time, &[u8])> = Vec::new();
@@ -200,7 +200,6 @@ pub fn by_number<V: Numbered + ?Sized, E>(
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Group {
     head: u128,
-    length: u32,
     number: u32,
     start: u32,
     end: u32,
@@ -242,7 +241,6 @@ fn grouped<V: Numbered + ?Sized>(
     groups.clear();
     let group = |number, start, end| Group {
         head: 0,
-        length: 0,
         number,
         start: start as u32,
         end: end as u32,
@@ -286,26 +284,19 @@ fn grouped<V: Numbered + ?Sized>(
     }
 }
 
-/// A number that orders as the varint length prefix of a stored key does (see
-/// [`super::keys::prefix`]): its bytes, big-endian, zero-padded to four (`prefix` is a
-/// buffer reused from key to key).
-fn length_order(len: usize, prefix: &mut Vec<u8>) -> u32 {
-    prefix.clear();
-    varint::put(prefix, len as u64);
-    let mut bytes = [0; 4];
-    for (b, p) in bytes.iter_mut().zip(prefix.iter()) {
-        *b = *p;
-    }
-    u32::from_be_bytes(bytes)
-}
-
 /// How many keys ahead [`by_number`] fetches a key and its versions (its rows half as far).
 const AHEAD: usize = 16;
 
-/// The first 16 bytes of a key as a big-endian number (zero-padded): orders as the bytes do.
-fn head(key: &[u8]) -> u128 {
+/// The first 16 bytes of `key`'s stored form (its varint length, then its bytes; see
+/// [`super::keys::prefix`]) as a big-endian number, zero-padded: orders as stored keys do.
+/// Keys with equal heads have equal lengths (a varint is at most 10 bytes and prefix-free),
+/// so their bytes decide.
+fn stored_head(key: &[u8], buf: &mut Vec<u8>) -> u128 {
+    buf.clear();
+    varint::put(buf, key.len() as u64);
+    buf.extend_from_slice(&key[..key.len().min(16)]);
     let mut bytes = [0; 16];
-    for (b, k) in bytes.iter_mut().zip(key) {
+    for (b, k) in bytes.iter_mut().zip(buf.iter()) {
         *b = *k;
     }
     u128::from_be_bytes(bytes)

@@ -417,7 +417,7 @@ impl Tables {
             for ((f, ids), s) in features.zip(states.iter_mut()) {
                 if f.ratio.is_none() && f.stream == r.stream as usize {
                     let input = match f.field {
-                        Some(_) => *values.next().expect("one value per field feature"),
+                        Some(_) => values.next().expect("one value per field feature").get(),
                         None => AggState::input(f, &Value::Missing),
                     };
                     if let Some(x) = input {

@@ -59,17 +59,32 @@ pub struct FragmentsBuilder {
 }
 
 impl FragmentsBuilder {
-    /// Empty batches for `peers` label-join workers.
-    pub fn new(peers: usize) -> Self {
+    /// Empty batches for `peers` label-join workers, with room for `room[w]` (examples,
+    /// bytes) in worker `w`'s: the caller passes the previous pass's [`FragmentsBuilder::sizes`].
+    /// Grown from empty, a pass's batches were reallocated and copied once per doubling;
+    /// room that goes unused is never touched.
+    pub fn new(peers: usize, room: &[(usize, usize)]) -> Self {
         FragmentsBuilder {
             batches: (0..peers)
-                .map(|w| Fragments {
-                    worker: w as u64,
-                    ..Fragments::default()
+                .map(|w| {
+                    let (examples, bytes) = room.get(w).copied().unwrap_or_default();
+                    Fragments {
+                        worker: w as u64,
+                        examples: Vec::with_capacity(examples),
+                        bytes: Vec::with_capacity(bytes),
+                    }
                 })
                 .collect(),
             last: None,
         }
+    }
+
+    /// Per label-join worker: the examples and bytes of its batch so far.
+    pub fn sizes(&self) -> Vec<(usize, usize)> {
+        self.batches
+            .iter()
+            .map(|b| (b.examples.len(), b.bytes.len()))
+            .collect()
     }
 
     /// The bytes to append example `id`'s next segment to; call [`FragmentsBuilder::end`]
@@ -106,7 +121,7 @@ mod tests {
 
     #[test]
     fn an_examples_segments_from_several_tables_share_one_entry() {
-        let mut b = FragmentsBuilder::new(3);
+        let mut b = FragmentsBuilder::new(3, &[(1, 8)]);
         for (id, segment) in [("a", &[1u8, 2][..]), ("a", &[3]), ("b", &[4]), ("a", &[5])] {
             b.segment_of(&id.into()).extend_from_slice(segment);
             b.end();

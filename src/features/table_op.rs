@@ -31,6 +31,9 @@ pub struct Tables {
     /// Per table, per feature: numbers of the distinct values seen (distinct counts).
     distinct_ids: Vec<Vec<DistinctIds>>,
     versions: Option<Versions>,
+    /// The last pass's lookup batches per label-join worker (examples, bytes): the room the
+    /// next pass's start with.
+    fragment_room: Vec<(usize, usize)>,
 }
 
 /// Versions of changed rows on their way to the store (with `--state`).
@@ -252,6 +255,7 @@ impl Tables {
             state,
             distinct_ids,
             versions,
+            fragment_room: Vec::new(),
         }
     }
 
@@ -297,7 +301,7 @@ impl Tables {
         peers: usize,
     ) -> impl Iterator<Item = Fragments> + use<> {
         let (order, runs) = processing_order(ready);
-        let mut fragments = FragmentsBuilder::new(peers);
+        let mut fragments = FragmentsBuilder::new(peers, &self.fragment_room);
         let mut candidates = Vec::with_capacity(runs.len());
         for (i, run) in runs.iter().enumerate() {
             self.fetch_ahead(&order, &runs, i, &mut candidates);
@@ -309,6 +313,7 @@ impl Tables {
         if let (Some(first), Some(last)) = (order.first(), order.last()) {
             self.observe_event_times(first.time, last.time);
         }
+        self.fragment_room = fragments.sizes();
         fragments.finish()
     }
 

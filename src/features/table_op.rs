@@ -32,7 +32,7 @@ pub struct Tables {
     distinct_ids: Vec<Vec<DistinctIds>>,
     versions: Option<Versions>,
     /// The last pass's lookup batches per label-join worker (examples, bytes): the room the
-    /// next pass's start with.
+    /// next pass's batches start with.
     fragment_room: Vec<(usize, usize)>,
 }
 

@@ -8,10 +8,10 @@ use crate::time::Time;
 
 /// Records waiting for the watermark, as the batches they came in (each with its earliest
 /// and latest time), in a heap by earliest time. A pass takes the due batches off the
-/// heap's top and never looks at the others: scanning every waiting batch on every pass
-/// (thousands of batches in a few minutes of read-ahead) was ~2 % of a run's samples, and
-/// moving the waiting records down one vector on every pass (before batches) had copied
-/// each record ~2.5 times more.
+/// heap's top and never looks at the others (the bench's runs keep ~570 batches waiting
+/// on average; a list was scanned whole on each of ~2,400 passes). Moving the waiting
+/// records down one vector on every pass (before batches) had copied each record ~2.5
+/// times more.
 #[derive(Default)]
 pub struct WaitingRecords {
     batches: BinaryHeap<Batch>,

@@ -1,7 +1,7 @@
 //! Table records waiting for the watermark to pass their time.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 
 use super::records::TableRecord;
 use crate::time::Time;
@@ -72,7 +72,7 @@ impl WaitingRecords {
         ready.clear();
         while let Some(mut b) = self.batches.peek_mut().filter(|b| b.first < watermark) {
             if b.last < watermark {
-                ready.append(&mut std::collections::binary_heap::PeekMut::pop(b).records);
+                ready.append(&mut PeekMut::pop(b).records);
                 continue;
             }
             // Partly due: what stays starts at or after the watermark, so the batch sinks

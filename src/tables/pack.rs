@@ -293,8 +293,7 @@ const AHEAD: usize = 16;
 /// so their bytes decide.
 fn stored_head(key: &[u8], buf: &mut Vec<u8>) -> u128 {
     buf.clear();
-    varint::put(buf, key.len() as u64);
-    buf.extend_from_slice(&key[..key.len().min(16)]);
+    super::keys::prefix(key, buf);
     let mut bytes = [0; 16];
     for (b, k) in bytes.iter_mut().zip(buf.iter()) {
         *b = *k;

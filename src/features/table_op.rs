@@ -1,6 +1,6 @@
 //! The keyed table operator: point-in-time aggregates per entity, read at each example's time.
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,16 +42,26 @@ struct Versions {
     /// Per table: the versions waiting for their write.
     pending: Vec<PendingRows>,
     /// A windowed min, max, distinct count or last changes without an event when an event
-    /// leaves its window, at `time + window`: each key with events in such a window has
-    /// exactly one entry here, at the next such instant (rescheduled when it fires).
-    /// Windowed counts, sums and means need none: versions keep running totals.
+    /// leaves its window, at `time + window`: each key with events in such a window is
+    /// due here at the next such instant (rescheduled when it fires). Windowed counts,
+    /// sums and means need none: versions keep running totals.
     expiries: TimeQueue<(u16, u32)>,
-    /// Keys (table, entry) with an entry in `expiries`.
-    scheduled: HashSet<(u16, u32)>,
+    /// Keys (table, entry) with an instant due, and that instant: an entry of `expiries`
+    /// at another instant is stale (its key's records fired it first).
+    scheduled: HashMap<(u16, u32), Time>,
     /// Per table: whether any feature needs [`Versions::expiries`].
     expiring: Vec<bool>,
     /// When pending versions were last written.
     last_write: Instant,
+}
+
+/// How [`Tables::process_run`] finds its key's entry.
+#[derive(Clone, Copy)]
+enum Found {
+    /// From the index, starting at this candidate.
+    Candidate(Candidate),
+    /// Known from the key's previous run in the pass (`None`: the key has no entry).
+    Entry(Option<usize>),
 }
 
 /// Versions of one table waiting for their write: encoded rows back to back in one buffer
@@ -202,6 +212,37 @@ impl Versions {
     fn pending_bytes(&self) -> usize {
         self.pending.iter().map(PendingRows::bytes).sum()
     }
+
+    /// Adds the version of key `id` at its expiry instant `t`, and schedules its next one.
+    fn expire(&mut self, t: Time, id: (u16, u32), spec: &TableSpec, states: &mut [AggState]) {
+        self.pending[id.0 as usize].push(id.1 as usize, t, spec, states);
+        match next_expiry(&spec.features, states) {
+            Some(next) => {
+                self.expiries.push(next, id);
+                self.scheduled.insert(id, next);
+            }
+            None => {
+                self.scheduled.remove(&id);
+            }
+        }
+    }
+
+    /// Fires the expiry instants of key `id` before `before` (ahead of its records at
+    /// `before`, whose runs come in key order, not time order).
+    fn expire_key_before(
+        &mut self,
+        before: Time,
+        id: (u16, u32),
+        spec: &TableSpec,
+        states: &mut [AggState],
+    ) {
+        while let Some(&t) = self.scheduled.get(&id) {
+            if t >= before {
+                return;
+            }
+            self.expire(t, id, spec, states);
+        }
+    }
 }
 
 /// Whether a feature's stored value changes when an event leaves its window.
@@ -237,7 +278,7 @@ impl Tables {
                 .map(|_| PendingRows::default())
                 .collect(),
             expiries: TimeQueue::default(),
-            scheduled: HashSet::default(),
+            scheduled: HashMap::default(),
             expiring: pipeline
                 .tables
                 .iter()
@@ -272,15 +313,12 @@ impl Tables {
                 return;
             }
             for (t, (table, entry)) in due.drain(..) {
+                if v.scheduled.get(&(table, entry)) != Some(&t) {
+                    continue;
+                }
                 let spec = &self.pipeline.tables[table as usize];
                 let states = self.state[table as usize].row(entry as usize);
-                v.pending[table as usize].push(entry as usize, t, spec, states);
-                match next_expiry(&spec.features, states) {
-                    Some(next) => v.expiries.push(next, (table, entry)),
-                    None => {
-                        v.scheduled.remove(&(table, entry));
-                    }
-                }
+                v.expire(t, (table, entry), spec, states);
                 // Checked per version: the last instant (watermark `Time::MAX`) makes
                 // every scheduled key due at once.
                 if v.pending_bytes() > PENDING_BYTES {
@@ -290,7 +328,8 @@ impl Tables {
         }
     }
 
-    /// Processes the `ready` records (all before the watermark) in time order, and returns
+    /// Processes the `ready` records (all before the watermark), each key's in time order,
+    /// and returns
     /// the table values of their lookups, one batch per label-join worker (one encoded
     /// segment per table an example was looked up in; ratios are left out and recomputed
     /// at emission).
@@ -300,18 +339,28 @@ impl Tables {
         watermark: Time,
         peers: usize,
     ) -> impl Iterator<Item = Fragments> + use<> {
-        let (order, runs) = processing_order(ready);
+        let (order, runs, times) = processing_order(ready);
         let mut fragments = FragmentsBuilder::new(peers, &self.fragment_room);
         let mut candidates = Vec::with_capacity(runs.len());
+        let mut entry = None;
         for (i, run) in runs.iter().enumerate() {
             self.fetch_ahead(&order, &runs, i, &mut candidates);
-            let run = &order[run.records.clone()];
-            self.expire_before(run[0].time);
-            self.process_run(run, candidates[i], &mut fragments);
+            let records = &order[run.records.clone()];
+            // The runs of one key follow each other: its entry is known after the first.
+            let previous = i.checked_sub(1).map(|p| &runs[p]);
+            let known = previous.filter(|p| {
+                (p.table, p.key_hash) == (run.table, run.key_hash)
+                    && order[p.records.start].key == records[0].key
+            });
+            let found = match known {
+                Some(_) => Found::Entry(entry),
+                None => Found::Candidate(candidates[i]),
+            };
+            entry = self.process_run(records, found, &mut fragments);
         }
         self.expire_before(watermark);
-        if let (Some(first), Some(last)) = (order.first(), order.last()) {
-            self.observe_event_times(first.time, last.time);
+        if let Some((first, last)) = times {
+            self.observe_event_times(first, last);
         }
         self.fragment_room = fragments.sizes();
         fragments.finish()
@@ -378,25 +427,34 @@ impl Tables {
     }
 
     /// Processes the records of one (time, table, key): first every lookup (state of
-    /// strictly earlier events), then every update in (stream, id) order.
+    /// strictly earlier events), then every update in (stream, id) order. Returns the
+    /// key's entry, if it has one.
     fn process_run(
         &mut self,
         run: &[&TableRecord],
-        candidate: Candidate,
+        found: Found,
         fragments: &mut FragmentsBuilder,
-    ) {
+    ) -> Option<usize> {
         let first = &run[0];
         let (table, now) = (first.table as usize, first.time);
         let spec = &self.pipeline.tables[table];
         let keyed = &mut self.state[table];
         let distinct_ids = &mut self.distinct_ids[table];
         let (hash, key) = (first.key_hash, &first.key);
-        let entry = if run.iter().any(|r| r.update) {
-            let init = |s: &mut Vec<AggState>| s.extend(spec.features.iter().map(AggState::new));
-            Some(keyed.find_or_insert(hash, key, candidate, init))
-        } else {
-            keyed.find(hash, key, candidate)
+        let updates = run.iter().any(|r| r.update);
+        let init = |s: &mut Vec<AggState>| s.extend(spec.features.iter().map(AggState::new));
+        let entry = match found {
+            Found::Entry(Some(e)) => Some(e),
+            Found::Entry(None) if !updates => None,
+            Found::Entry(None) => Some(keyed.find_or_insert(hash, key, Candidate::NONE, init)),
+            Found::Candidate(c) if !updates => keyed.find(hash, key, c),
+            Found::Candidate(c) => Some(keyed.find_or_insert(hash, key, c, init)),
         };
+        if let (Some(v), Some(e)) = (self.versions.as_mut(), entry) {
+            if v.expiring[table] {
+                v.expire_key_before(now, (table as u16, e as u32), spec, keyed.row(e));
+            }
+        }
         let stored = spec.features.iter().filter(|f| f.ratio.is_none()).count();
         let mut states = entry.map(|e| keyed.row(e));
         for r in run.iter().filter(|r| r.lookup) {
@@ -412,9 +470,9 @@ impl Tables {
             }
             fragments.end();
         }
-        let Some(states) = states else { return };
-        if !run.iter().any(|r| r.update) {
-            return;
+        let states = states?;
+        if !updates {
+            return entry;
         }
         for r in run.iter().filter(|r| r.update) {
             let mut values = r.values.iter();
@@ -436,14 +494,15 @@ impl Tables {
             v.pending[table].push(entry, now, spec, states);
             if v.expiring[table] {
                 let id = (table as u16, entry as u32);
-                if !v.scheduled.contains(&id) {
+                if !v.scheduled.contains_key(&id) {
                     if let Some(next) = next_expiry(&spec.features, states) {
                         v.expiries.push(next, id);
-                        v.scheduled.insert(id);
+                        v.scheduled.insert(id, next);
                     }
                 }
             }
         }
+        entry
     }
 
     /// Number of keys per table.
@@ -466,8 +525,9 @@ impl Drop for Tables {
 }
 
 /// The table operator. Records are exchanged by (table, key); each worker buffers them until
-/// the watermark passes their time, then per time in order: first answers that time's lookups
-/// (state of strictly earlier events), then applies its updates in (stream, id) order.
+/// the watermark passes their time, then key by key, per time in order: first answers that
+/// time's lookups (state of strictly earlier events), then applies its updates in
+/// (stream, id) order.
 ///
 /// Fragments are sent at a capability no later than the example's time, so the label join
 /// has every fragment of an example once its frontier passes the example's time.

@@ -58,8 +58,7 @@ pub fn put_segment<'a>(
 
 /// A segment's tag and value count.
 fn put_header(out: &mut Vec<u8>, tag: u8, len: usize) {
-    out.push(tag);
-    put_varint(out, len as u64);
+    crate::varint::put_tagged(out, tag, len as u64);
 }
 
 /// Starts a segment of `len` numbers (table values, no dictionary), then written by
@@ -82,8 +81,7 @@ pub fn put_optional_number(out: &mut Vec<u8>, v: Option<f64>) {
 /// without its floating-point tests (most numbers of a table row are counts).
 pub fn put_count(out: &mut Vec<u8>, n: u64) {
     if n < 1_000_000_000_000_000 {
-        out.push(UINT);
-        put_varint(out, n);
+        crate::varint::put_tagged(out, UINT, n);
     } else {
         put_number(out, n as f64);
     }
@@ -92,11 +90,9 @@ pub fn put_count(out: &mut Vec<u8>, n: u64) {
 fn put_number(out: &mut Vec<u8>, n: f64) {
     // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
     if (n as u64) as f64 == n && n < 1e15 && n.is_sign_positive() {
-        out.push(UINT);
-        put_varint(out, n as u64);
+        crate::varint::put_tagged(out, UINT, n as u64);
     } else if n.is_sign_positive() && n < 1e12 && ((n * 1000.0 + 0.5) as u64) as f64 / 1000.0 == n {
-        out.push(MILLIS);
-        put_varint(out, (n * 1000.0 + 0.5) as u64);
+        crate::varint::put_tagged(out, MILLIS, (n * 1000.0 + 0.5) as u64);
     } else {
         out.push(FLOAT);
         out.extend_from_slice(&n.to_le_bytes());
@@ -120,8 +116,7 @@ fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
             };
             match ix {
                 Some(ix) => {
-                    out.push(TEXT);
-                    put_varint(out, ix as u64);
+                    crate::varint::put_tagged(out, TEXT, ix as u64);
                 }
                 None => {
                     out.push(RAW_TEXT);

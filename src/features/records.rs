@@ -65,20 +65,21 @@ impl Input {
 }
 
 impl TableRecord {
-    /// Processing order: by table and key (keys by hash first, as their order between them
-    /// does not matter), then time, then same-time updates by (stream, id).
+    /// Order within a key's records: by time, then table and key (keys whose 32-bit groups
+    /// collide share one; by hash first, as their order between them does not matter), then
+    /// same-time updates by (stream, id).
     fn order(&self, other: &Self) -> std::cmp::Ordering {
-        (self.table, self.key_hash, self.time)
-            .cmp(&(other.table, other.key_hash, other.time))
+        (self.time, self.table, self.key_hash)
+            .cmp(&(other.time, other.table, other.key_hash))
             .then_with(|| {
                 (&self.key, self.stream, &self.id).cmp(&(&other.key, other.stream, &other.id))
             })
     }
 }
 
-/// Where a record goes in processing order, read from it once. Sorting these leaves the
-/// records where they are: sorting references instead read two random records per
-/// comparison, and walking them in sorted order missed the cache on each record.
+/// Where a record goes among its key's records, read from it once. Sorting these leaves
+/// the records where they are: sorting references instead read two random records per
+/// comparison.
 #[derive(Debug, Clone, Copy)]
 struct Place {
     time: Time,
@@ -98,9 +99,9 @@ impl Place {
         }
     }
 
-    /// (rank, time) as one number: one wide comparison instead of two.
+    /// (time, rank) as one number: one wide comparison instead of two.
     fn order(&self) -> u128 {
-        (self.rank as u128) << 64 | self.time as u128
+        (self.time as u128) << 64 | self.rank as u128
     }
 }
 
@@ -115,48 +116,80 @@ pub struct Run {
     pub key_hash: u64,
 }
 
-/// The records of `ready` in processing order ([`TableRecord::order`]), its runs, and the
-/// first and last time among them.
+/// The records of `ready` in processing order, its runs, and the first and last time
+/// among them.
 ///
 /// A key's state depends on its own records only, so keys need no order between them:
-/// grouping each key's records (in time order) lets a pass find a hot key once for all of
-/// its times (a country or a campaign has hundreds of records in a pass) instead of once
-/// per time.
+/// each key's records come together, in time order ([`TableRecord::order`]), so a pass
+/// finds a hot key once for all of its times (a country or a campaign has hundreds of
+/// records in a pass) instead of once per time. Keys are grouped by a 32-bit hash of table
+/// and key, sorted as one number with the record's index (8 bytes a record, where a sort
+/// by time and key moved 24); the rare keys sharing a group interleave by time.
 pub fn processing_order(
     ready: &[TableRecord],
 ) -> (Vec<&TableRecord>, Vec<Run>, Option<(Time, Time)>) {
-    let mut places: Vec<Place> = ready
+    let (mut first, mut last) = (Time::MAX, Time::MIN);
+    let mut groups: Vec<u64> = ready
         .iter()
         .enumerate()
-        .map(|(ix, r)| Place::of(ix, r))
+        .map(|(ix, r)| {
+            (first, last) = (first.min(r.time), last.max(r.time));
+            group(r) << 32 | ix as u64
+        })
         .collect();
-    let times = places.iter().map(|p| p.time);
-    let span = times.clone().min().zip(times.max());
-    places.sort_unstable_by_key(Place::order);
-    let mut order: Vec<&TableRecord> = places.iter().map(|p| &ready[p.ix as usize]).collect();
+    let span = (!ready.is_empty()).then_some((first, last));
+    groups.sort_unstable();
+    let record = |g: &u64| &ready[*g as u32 as usize];
+    let mut order = Vec::with_capacity(ready.len());
     // At most one run per record: no regrowth (copying the runs so far) as runs are found.
-    let mut runs = Vec::with_capacity(places.len());
-    let mut start = 0;
-    while start < places.len() {
-        let first = places[start].order();
-        let end = start
-            + places[start..]
-                .iter()
-                .take_while(|p| p.order() == first)
-                .count();
-        // Equal (rank, time): one key's same-time records (or, rarely, keys whose ranks
-        // collide), ordered by key, stream and id, and split where the key changes.
-        order[start..end].sort_unstable_by(|a, b| a.order(b));
-        for run in order[start..end].chunk_by(|a, b| a.key == b.key) {
-            runs.push(Run {
-                records: start..start + run.len(),
-                table: run[0].table,
-                key_hash: run[0].key_hash,
-            });
-            start += run.len();
+    let mut runs = Vec::with_capacity(ready.len());
+    let mut places = Vec::new();
+    for same in groups.chunk_by(|a, b| a >> 32 == b >> 32) {
+        let start = order.len();
+        if let [one] = same {
+            order.push(record(one));
+            runs.push(Run::of(start..start + 1, record(one)));
+            continue;
+        }
+        places.clear();
+        places.extend(
+            same.iter()
+                .map(|g| Place::of(*g as u32 as usize, record(g))),
+        );
+        places.sort_unstable_by_key(Place::order);
+        order.extend(places.iter().map(|p| &ready[p.ix as usize]));
+        let mut at = start;
+        for tie in places.chunk_by(|a, b| a.order() == b.order()) {
+            // Equal (time, rank): one key's same-time records (or, rarely, keys whose
+            // ranks collide), ordered by key, stream and id, and split where the key changes.
+            let records = &mut order[at..at + tie.len()];
+            if tie.len() > 1 {
+                records.sort_unstable_by(|a, b| a.order(b));
+            }
+            for run in records.chunk_by(|a, b| a.key == b.key) {
+                runs.push(Run::of(at..at + run.len(), run[0]));
+                at += run.len();
+            }
         }
     }
     (order, runs, span)
+}
+
+/// The group of a record's key: 32 bits of its hash, mixed with its table.
+fn group(r: &TableRecord) -> u64 {
+    r.key_hash
+        .wrapping_add((r.table as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        >> 32
+}
+
+impl Run {
+    fn of(records: Range<usize>, first: &TableRecord) -> Run {
+        Run {
+            records,
+            table: first.table,
+            key_hash: first.key_hash,
+        }
+    }
 }
 
 /// The key fields of an event joined by `|`; `None` if one is missing.

@@ -16,7 +16,7 @@ pub fn put(out: &mut Vec<u8>, v: u64) {
 
 /// Appends the byte `tag`, then `v` as [`put`] does: the tagged numbers of held examples and
 /// table rows, written with one store for values below 2^49 (counts and millisecond times).
-#[inline]
+#[inline(always)]
 pub fn put_tagged(out: &mut Vec<u8>, tag: u8, v: u64) {
     if v < 1 << 49 {
         let (bytes, len) = groups(v);
@@ -28,7 +28,7 @@ pub fn put_tagged(out: &mut Vec<u8>, tag: u8, v: u64) {
 }
 
 /// The groups of `v` (below 2^56) as the little-endian bytes of one number, and their count.
-#[inline]
+#[inline(always)]
 fn groups(mut v: u64) -> (u64, usize) {
     let (mut bytes, mut len) = (0, 0);
     while v >= 0x80 {
@@ -41,7 +41,7 @@ fn groups(mut v: u64) -> (u64, usize) {
 
 /// Appends the low `len` (at most 8) bytes of `bytes`, little-endian, with one 8-byte store:
 /// a push per byte was a capacity check and a length update each (~1.7x the time).
-#[inline]
+#[inline(always)]
 fn store(out: &mut Vec<u8>, bytes: u64, len: usize) {
     debug_assert!(len <= 8);
     out.reserve(8);

@@ -114,6 +114,8 @@ pub struct Run {
     pub table: u16,
     /// [`stable_hash`] of its key.
     pub key_hash: u64,
+    /// Whether the previous run is of the same key (at an earlier time).
+    pub repeat: bool,
 }
 
 /// The records of `ready` in processing order, its runs, and the first and last time
@@ -151,6 +153,7 @@ pub fn processing_order(
             runs.push(Run::of(start..start + 1, record(one)));
             continue;
         }
+        let mut last = None;
         places.clear();
         places.extend(
             same.iter()
@@ -167,7 +170,13 @@ pub fn processing_order(
                 records.sort_unstable_by(|a, b| a.order(b));
             }
             for run in records.chunk_by(|a, b| a.key == b.key) {
-                runs.push(Run::of(at..at + run.len(), run[0]));
+                let first: &TableRecord = run[0];
+                let mut next = Run::of(at..at + run.len(), first);
+                // A key's runs follow each other within its group.
+                next.repeat = last
+                    .is_some_and(|p: &TableRecord| (p.table, &p.key) == (first.table, &first.key));
+                last = Some(first);
+                runs.push(next);
                 at += run.len();
             }
         }
@@ -188,6 +197,7 @@ impl Run {
             records,
             table: first.table,
             key_hash: first.key_hash,
+            repeat: false,
         }
     }
 }
@@ -362,6 +372,9 @@ pub(crate) mod tests {
                 prop_assert!(rs.iter().all(|r| (r.time, r.table, &r.key) == (first.time, first.table, &first.key)));
                 prop_assert!(rs.windows(2).all(|w| (w[0].stream, &w[0].id) <= (w[1].stream, &w[1].id)));
                 prop_assert_eq!((run.table, run.key_hash), (first.table, first.key_hash));
+                let previous = run.records.start.checked_sub(1).map(|p| order[p]);
+                let same = previous.is_some_and(|p| (p.table, &p.key) == (first.table, &first.key));
+                prop_assert_eq!(run.repeat, same, "repeat: the previous run is of the same key");
                 prop_assert!(seen.insert((first.time, first.table, first.key.clone())), "one run per key");
             }
             prop_assert_eq!(end, ready.len());

@@ -347,14 +347,9 @@ impl Tables {
             self.fetch_ahead(&order, &runs, i, &mut candidates);
             let records = &order[run.records.clone()];
             // The runs of one key follow each other: its entry is known after the first.
-            let previous = i.checked_sub(1).map(|p| &runs[p]);
-            let known = previous.filter(|p| {
-                (p.table, p.key_hash) == (run.table, run.key_hash)
-                    && order[p.records.start].key == records[0].key
-            });
-            let found = match known {
-                Some(_) => Found::Entry(entry),
-                None => Found::Candidate(candidates[i]),
+            let found = match run.repeat {
+                true => Found::Entry(entry),
+                false => Found::Candidate(candidates[i]),
             };
             entry = self.process_run(records, found, &mut fragments);
         }
@@ -376,9 +371,12 @@ impl Tables {
         i: usize,
         candidates: &mut Vec<Candidate>,
     ) {
+        // A repeated key's state is fetched with its first run (and needs no candidate).
         let keyed = |run: &Run| &self.state[run.table as usize];
         if let Some(run) = runs.get(i + AHEAD) {
-            keyed(run).prefetch_slot(run.key_hash);
+            if !run.repeat {
+                keyed(run).prefetch_slot(run.key_hash);
+            }
             for &r in &order[run.records.clone()] {
                 prefetch(r, lines(std::mem::size_of::<TableRecord>()));
             }
@@ -386,14 +384,19 @@ impl Tables {
         let until = (i + AHEAD * 3 / 4 + 1).min(runs.len());
         while candidates.len() < until {
             let run = &runs[candidates.len()];
-            let c = keyed(run).candidate(run.key_hash);
-            keyed(run).prefetch_entry(c);
+            let c = match run.repeat {
+                true => Candidate::NONE,
+                false => keyed(run).candidate(run.key_hash),
+            };
+            if !run.repeat {
+                keyed(run).prefetch_entry(c);
+            }
             candidates.push(c);
         }
-        if let Some(run) = runs.get(i + AHEAD / 2) {
+        if let Some(run) = runs.get(i + AHEAD / 2).filter(|r| !r.repeat) {
             keyed(run).prefetch_heap(candidates[i + AHEAD / 2]);
         }
-        if let Some(run) = runs.get(i + AHEAD / 4) {
+        if let Some(run) = runs.get(i + AHEAD / 4).filter(|r| !r.repeat) {
             keyed(run).prefetch_buffers(candidates[i + AHEAD / 4]);
         }
     }

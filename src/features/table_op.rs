@@ -328,11 +328,10 @@ impl Tables {
         }
     }
 
-    /// Processes the `ready` records (all before the watermark), each key's in time order,
-    /// and returns
-    /// the table values of their lookups, one batch per label-join worker (one encoded
-    /// segment per table an example was looked up in; ratios are left out and recomputed
-    /// at emission).
+    /// Processes the `ready` records (all before the watermark), key by key and each key's
+    /// in time order, and returns the table values of their lookups, one batch per
+    /// label-join worker (one encoded segment per table an example was looked up in;
+    /// ratios are left out and recomputed at emission).
     fn process(
         &mut self,
         ready: &[TableRecord],
@@ -347,9 +346,10 @@ impl Tables {
             self.fetch_ahead(&order, &runs, i, &mut candidates);
             let records = &order[run.records.clone()];
             // The runs of one key follow each other: its entry is known after the first.
-            let found = match run.repeat {
-                true => Found::Entry(entry),
-                false => Found::Candidate(candidates[i]),
+            let found = if run.repeat {
+                Found::Entry(entry)
+            } else {
+                Found::Candidate(candidates[i])
             };
             entry = self.process_run(records, found, &mut fragments);
         }
@@ -384,13 +384,13 @@ impl Tables {
         let until = (i + AHEAD * 3 / 4 + 1).min(runs.len());
         while candidates.len() < until {
             let run = &runs[candidates.len()];
-            let c = match run.repeat {
-                true => Candidate::NONE,
-                false => keyed(run).candidate(run.key_hash),
-            };
-            if !run.repeat {
+            let c = if run.repeat {
+                Candidate::NONE
+            } else {
+                let c = keyed(run).candidate(run.key_hash);
                 keyed(run).prefetch_entry(c);
-            }
+                c
+            };
             candidates.push(c);
         }
         if let Some(run) = runs.get(i + AHEAD / 2).filter(|r| !r.repeat) {

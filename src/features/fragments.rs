@@ -53,8 +53,9 @@ impl Fragments {
 /// The batches of one pass of a table worker, one per label-join worker.
 pub struct FragmentsBuilder {
     batches: Vec<Fragments>,
-    /// The batch the last example went to: an example's lookups in several tables of
-    /// this worker are usually next to each other (same time), and share one entry.
+    /// The batch the last example went to: an example's lookups written next to each
+    /// other share one entry (a pass answers lookups key by key, so those of one example
+    /// in several tables are usually apart).
     last: Option<usize>,
 }
 

@@ -153,7 +153,7 @@ pub fn processing_order(
             runs.push(Run::of(start..start + 1, record(one)));
             continue;
         }
-        let mut last = None;
+        let mut previous = None;
         places.clear();
         places.extend(
             same.iter()
@@ -173,9 +173,9 @@ pub fn processing_order(
                 let first: &TableRecord = run[0];
                 let mut next = Run::of(at..at + run.len(), first);
                 // A key's runs follow each other within its group.
-                next.repeat = last
+                next.repeat = previous
                     .is_some_and(|p: &TableRecord| (p.table, &p.key) == (first.table, &first.key));
-                last = Some(first);
+                previous = Some(first);
                 runs.push(next);
                 at += run.len();
             }

@@ -217,14 +217,17 @@ impl Versions {
     fn expire(&mut self, t: Time, id: (u16, u32), spec: &TableSpec, states: &mut [AggState]) {
         self.pending[id.0 as usize].push(id.1 as usize, t, spec, states);
         match next_expiry(&spec.features, states) {
-            Some(next) => {
-                self.expiries.push(next, id);
-                self.scheduled.insert(id, next);
-            }
+            Some(next) => self.schedule(id, next),
             None => {
                 self.scheduled.remove(&id);
             }
         }
+    }
+
+    /// Makes key `id` due at `next`.
+    fn schedule(&mut self, id: (u16, u32), next: Time) {
+        self.expiries.push(next, id);
+        self.scheduled.insert(id, next);
     }
 
     /// Fires the expiry instants of key `id` before `before` (ahead of its records at
@@ -499,8 +502,7 @@ impl Tables {
                 let id = (table as u16, entry as u32);
                 if !v.scheduled.contains_key(&id) {
                     if let Some(next) = next_expiry(&spec.features, states) {
-                        v.expiries.push(next, id);
-                        v.scheduled.insert(id, next);
+                        v.schedule(id, next);
                     }
                 }
             }

@@ -9,6 +9,7 @@ use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::event::{Value, ValueRef};
+use crate::varint::put_tagged;
 
 const MISSING: u8 = 0;
 const UINT: u8 = 1;
@@ -58,7 +59,7 @@ pub fn put_segment<'a>(
 
 /// A segment's tag and value count.
 fn put_header(out: &mut Vec<u8>, tag: u8, len: usize) {
-    crate::varint::put_tagged(out, tag, len as u64);
+    put_tagged(out, tag, len as u64);
 }
 
 /// Starts a segment of `len` numbers (table values, no dictionary), then written by
@@ -81,7 +82,7 @@ pub fn put_optional_number(out: &mut Vec<u8>, v: Option<f64>) {
 /// without its floating-point tests (most numbers of a table row are counts).
 pub fn put_count(out: &mut Vec<u8>, n: u64) {
     if n < 1_000_000_000_000_000 {
-        crate::varint::put_tagged(out, UINT, n);
+        put_tagged(out, UINT, n);
     } else {
         put_number(out, n as f64);
     }
@@ -90,9 +91,9 @@ pub fn put_count(out: &mut Vec<u8>, n: u64) {
 fn put_number(out: &mut Vec<u8>, n: f64) {
     // Integer tests by casts: `fract` and `round` are libm calls on x86-64 without SSE4.1.
     if (n as u64) as f64 == n && n < 1e15 && n.is_sign_positive() {
-        crate::varint::put_tagged(out, UINT, n as u64);
+        put_tagged(out, UINT, n as u64);
     } else if n.is_sign_positive() && n < 1e12 && ((n * 1000.0 + 0.5) as u64) as f64 / 1000.0 == n {
-        crate::varint::put_tagged(out, MILLIS, (n * 1000.0 + 0.5) as u64);
+        put_tagged(out, MILLIS, (n * 1000.0 + 0.5) as u64);
     } else {
         out.push(FLOAT);
         out.extend_from_slice(&n.to_le_bytes());
@@ -116,7 +117,7 @@ fn put_value(out: &mut Vec<u8>, dict: &mut Dictionary, v: &Value) {
             };
             match ix {
                 Some(ix) => {
-                    crate::varint::put_tagged(out, TEXT, ix as u64);
+                    put_tagged(out, TEXT, ix as u64);
                 }
                 None => {
                     out.push(RAW_TEXT);

@@ -53,6 +53,8 @@ struct Versions {
     expiring: Vec<bool>,
     /// When pending versions were last written.
     last_write: Instant,
+    /// The latest of the store's write requests this worker's writes have answered.
+    answered: u64,
 }
 
 /// How [`Tables::process_run`] finds its key's entry.
@@ -188,8 +190,13 @@ fn write_interval(watermark: Time) -> Duration {
 }
 
 impl Versions {
-    /// Writes every pending version, one ingested table file per table.
-    fn write_pending(&mut self, pipeline: &Pipeline, state: &[KeyedStates]) {
+    /// Writes every pending version, one ingested table file per table. A write that no
+    /// other worker `requested` asks the others to write too (see
+    /// [`TableStore::request_write`]).
+    fn write_pending(&mut self, pipeline: &Pipeline, state: &[KeyedStates], requested: bool) {
+        if !requested {
+            self.store.request_write();
+        }
         let tables = pipeline.tables.iter().zip(&mut self.pending).zip(state);
         // One write's tables share their grouping buffers; kept no longer (they would
         // add the largest write's, 16 bytes a version, to the peak RSS, and measured no
@@ -206,6 +213,13 @@ impl Versions {
             pending.clear();
         }
         self.last_write = Instant::now();
+        // Requests made while this worker wrote are answered by its write.
+        self.answered = self.store.write_requests();
+    }
+
+    /// Whether another worker asked for a write this worker has not answered.
+    fn write_requested(&self) -> bool {
+        self.store.write_requests() > self.answered
     }
 
     /// Memory held by pending versions.
@@ -288,6 +302,7 @@ impl Tables {
                 .map(|t| t.features.iter().any(expires))
                 .collect(),
             last_write: Instant::now(),
+            answered: 0,
         });
         let distinct_ids = pipeline
             .tables
@@ -325,7 +340,7 @@ impl Tables {
                 // Checked per version: the last instant (watermark `Time::MAX`) makes
                 // every scheduled key due at once.
                 if v.pending_bytes() > PENDING_BYTES {
-                    v.write_pending(&self.pipeline, &self.state);
+                    v.write_pending(&self.pipeline, &self.state, false);
                 }
             }
         }
@@ -412,19 +427,23 @@ impl Tables {
     }
 
     /// Sends the pending versions to the store, one file per table, when [`WRITE_EVERY`]
-    /// has passed since the last write or the input is done, and then records that `worker`
-    /// has written everything before `watermark`. Returns how long until the next write
-    /// is due if versions wait for it.
+    /// has passed since the last write, another worker wrote, or the input is done, and
+    /// then records that `worker` has written everything before `watermark`. Returns how
+    /// long until the next write is due if versions wait for it.
     fn flush_versions(&mut self, worker: usize, watermark: Time) -> Option<Duration> {
         let v = self.versions.as_mut()?;
         let waiting = v.pending.iter().any(|p| !p.is_empty());
         let (since, every) = (v.last_write.elapsed(), write_interval(watermark));
         let full = v.pending_bytes() > PENDING_BYTES;
-        if waiting && since < every && !full && watermark != Time::MAX {
+        let requested = v.write_requested();
+        if waiting && since < every && !full && !requested && watermark != Time::MAX {
             return Some(every - since);
         }
         if waiting {
-            v.write_pending(&self.pipeline, &self.state);
+            v.write_pending(&self.pipeline, &self.state, requested);
+        } else if requested {
+            // Nothing to write: answered.
+            v.answered = v.store.write_requests();
         }
         if let Err(e) = v.store.mark_written(worker, watermark) {
             panic!("cannot write versions: {e}");
@@ -597,6 +616,61 @@ mod tests {
         );
         assert_eq!(write_interval(now - 3_600_000), CATCH_UP_WRITE_EVERY);
         assert_eq!(write_interval(0), CATCH_UP_WRITE_EVERY);
+    }
+
+    /// Adds a version of `key` in the first table to `tables`' pending versions.
+    fn add_pending(tables: &mut Tables, key: &str, time: Time) {
+        let spec = &tables.pipeline.tables[0];
+        let keyed = &mut tables.state[0];
+        let key = compact_str::CompactString::from(key);
+        let init = |s: &mut Vec<AggState>| s.extend(spec.features.iter().map(AggState::new));
+        let e = keyed.find_or_insert(
+            crate::event::stable_hash(key.as_bytes()),
+            &key,
+            Candidate::NONE,
+            init,
+        );
+        let v = tables.versions.as_mut().unwrap();
+        v.pending[0].push(e, time, spec, keyed.row(e));
+    }
+
+    #[test]
+    fn a_write_by_one_worker_makes_the_other_workers_write_too() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ad_clicks.toml");
+        let pipeline = Arc::new(Pipeline::load(&path).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
+        let store = Arc::new(TableStore::open(dir.path(), &names).unwrap());
+        store.expect_writers(2);
+        let mut workers: Vec<Tables> = (0..2)
+            .map(|_| Tables::new(pipeline.clone(), Some(store.clone())))
+            .collect();
+        // Far behind the clock: a write is due only after CATCH_UP_WRITE_EVERY.
+        let watermark = 1_000;
+        for (w, tables) in workers.iter_mut().enumerate() {
+            add_pending(tables, &format!("u{w}"), 500);
+            assert!(tables.flush_versions(w, watermark).is_some(), "not due yet");
+        }
+        // Worker 0 writes on its own, as when its pending versions pass the cap.
+        let first = &mut workers[0];
+        let v = first.versions.as_mut().unwrap();
+        v.write_pending(&first.pipeline, &first.state, false);
+        let second = &mut workers[1];
+        assert_eq!(second.flush_versions(1, watermark), None, "written at once");
+        let pending = |t: &Tables| t.versions.as_ref().unwrap().pending_bytes();
+        assert_eq!(pending(second), 0);
+        // The request is answered: the next versions wait for their interval again.
+        add_pending(second, "u1", 600);
+        assert!(second.flush_versions(1, watermark).is_some());
+        assert!(pending(second) > 0);
+        store.wait_ingested().unwrap();
+        for key in ["u0", "u1"] {
+            assert!(
+                store.get(names[0], key.as_bytes(), 500).unwrap().is_some(),
+                "{key}"
+            );
+        }
     }
 
     #[test]

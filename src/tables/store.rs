@@ -80,6 +80,9 @@ pub struct TableStore {
     newest: AtomicU64,
     /// Table files written so far (names them in [`ingest_dir`]).
     ingested: AtomicU64,
+    /// Writes of pending versions asked of every worker of this process (see
+    /// [`TableStore::request_write`]).
+    write_requests: AtomicU64,
     /// Digests of the table files of this store's previous snapshot.
     pub(super) snapshot_digests: std::sync::Mutex<super::snapshot::FileDigests>,
 }
@@ -208,6 +211,7 @@ impl TableStore {
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
             ingested: AtomicU64::new(0),
+            write_requests: AtomicU64::new(0),
             snapshot_digests: Default::default(),
         })
     }
@@ -257,6 +261,7 @@ impl TableStore {
             oldest: AtomicU64::new(Time::MAX),
             newest: AtomicU64::new(0),
             ingested: AtomicU64::new(0),
+            write_requests: AtomicU64::new(0),
             snapshot_digests: Default::default(),
         }
     }
@@ -529,6 +534,18 @@ impl TableStore {
     /// Declares how many workers of this process write versions.
     pub fn expect_writers(&self, workers: usize) {
         *self.progress.lock().unwrap() = vec![0; workers];
+    }
+
+    /// Asks every worker of this process to write its pending versions, and returns the
+    /// request's number. The watermark couples the workers: one writing alone stalls the
+    /// others for as long as its write takes, so they write together.
+    pub fn request_write(&self) -> u64 {
+        self.write_requests.fetch_add(1, Relaxed) + 1
+    }
+
+    /// The number of the latest [`TableStore::request_write`] (0: none yet).
+    pub fn write_requests(&self) -> u64 {
+        self.write_requests.load(Relaxed)
     }
 
     /// Records that `worker` (global index) has written every version before `watermark`,

@@ -7,5 +7,6 @@ pub mod fragments;
 pub mod keyed;
 pub mod records;
 pub mod table_op;
+pub mod versions;
 pub mod waiting;
 pub mod window_times;

@@ -188,10 +188,11 @@ impl Versions {
         &self.store
     }
 
-    /// Sends the pending versions to the store, one file per table, when [`WRITE_EVERY`]
-    /// has passed since the last write, another worker wrote, or the input is done, and
-    /// then records that `worker` has written everything before `watermark`. Returns how
-    /// long until the next write is due if versions wait for it.
+    /// Sends the pending versions to the store, one file per table, when their interval
+    /// ([`write_interval`]) has passed since the last write, they pass [`PENDING_BYTES`],
+    /// another worker wrote, or the input is done, and then records that `worker` has
+    /// written everything before `watermark`. Returns how long until the next write is due
+    /// if versions wait for it.
     pub fn flush(
         &mut self,
         worker: usize,

@@ -536,11 +536,11 @@ impl TableStore {
         *self.progress.lock().unwrap() = vec![0; workers];
     }
 
-    /// Asks every worker of this process to write its pending versions, and returns the
-    /// request's number. The watermark couples the workers: one writing alone stalls the
-    /// others for as long as its write takes, so they write together.
-    pub fn request_write(&self) -> u64 {
-        self.write_requests.fetch_add(1, Relaxed) + 1
+    /// Asks every worker of this process to write its pending versions. The watermark
+    /// couples the workers: one writing alone stalls the others for as long as its write
+    /// takes, so they write together.
+    pub fn request_write(&self) {
+        self.write_requests.fetch_add(1, Relaxed);
     }
 
     /// The number of the latest [`TableStore::request_write`] (0: none yet).

@@ -178,9 +178,14 @@ fn append_to(buf: &mut Box<[u8]>, more: &[u8], size: usize) {
 /// `parts` back to back in a buffer of `size` bytes, or of their length if longer.
 fn with_room(parts: &[&[u8]], size: usize) -> Box<[u8]> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut buf = vec![0; size.max(len)].into_boxed_slice();
-    put_parts(&mut buf, parts);
-    buf
+    // Filled, then only the room past the parts zeroed: a zeroed allocation (`vec![0; n]`)
+    // cleared the whole block before the parts were copied over it.
+    let mut buf = Vec::with_capacity(size.max(len));
+    for part in parts {
+        buf.extend_from_slice(part);
+    }
+    buf.resize(size.max(len), 0);
+    buf.into_boxed_slice()
 }
 
 /// Writes `parts` back to back at the start of `buf`.

@@ -343,6 +343,7 @@ fn main_inner() -> anyhow::Result<()> {
                 state: !no_state,
             };
             let r = bench(&opts)?;
+            quiet_on_closed_pipe();
             println!(
                 "events {} | rows {} | {:.2} s | {:.0} events/s | peak RSS {:.0} MiB | {} held at peak | {:.0} B per held example",
                 r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example

@@ -25,7 +25,7 @@ use crate::features::fragments::{label_worker, Fragments};
 use crate::hash_slots::HashSlots;
 use crate::metrics::Metrics;
 use crate::sinks::partition::is_validation;
-use crate::sinks::schema::{Columns, TextCells};
+use crate::sinks::schema::{Columns, RepeatedCells};
 use crate::sinks::side::{Side, SideSinks};
 use crate::time::Time;
 use examples::{Example, Id, Slot, WaitingExamples};
@@ -143,13 +143,15 @@ struct LabelState {
 }
 
 /// Buffers reused by every row's emission: segment starts, a table's values with its
-/// ratios, the SageMaker line, and the cells of repeated text.
+/// ratios, the SageMaker line, and the cells of repeated values.
 #[derive(Default)]
 struct Scratch {
     starts: Vec<usize>,
     values: Vec<Option<f64>>,
     sagemaker: String,
-    text_cells: TextCells,
+    repeated: RepeatedCells,
+    /// The most bytes a pass's rows took per row so far: room reserved per due row.
+    row_bytes: usize,
 }
 
 impl LabelState {
@@ -376,6 +378,10 @@ impl LabelState {
             })
             .collect();
         let mut scratch = std::mem::take(&mut self.scratch);
+        // Room for the pass's rows up front: a text grown by doubling is copied at each step.
+        rows.text.reserve(slots.len() * scratch.row_bytes);
+        rows.rows.reserve(slots.len());
+        let text_from = rows.text.len();
         let mut positive = 0;
         for (i, (deadline, slot)) in slots.into_iter().enumerate() {
             self.fetch_ahead(&hashes, i);
@@ -390,6 +396,10 @@ impl LabelState {
             // Two ids with one hash: the later example is the one remembered.
             self.finished.set(hash, time);
             self.forget.push(deadline.saturating_add(lookback), hash);
+        }
+        if finished > 0 {
+            let per_row = (rows.text.len() - text_from).div_ceil(finished as usize);
+            scratch.row_bytes = scratch.row_bytes.max(per_row);
         }
         self.scratch = scratch;
         // Once per pass: an atomic add per row was a cache line the workers passed around.
@@ -427,7 +437,8 @@ impl LabelState {
             starts,
             values,
             sagemaker,
-            text_cells,
+            repeated,
+            ..
         } = scratch;
         starts.clear();
         starts.resize(tables.len() + 1, usize::MAX);
@@ -458,7 +469,7 @@ impl LabelState {
             }
             start => {
                 decode_segment_texts(data, start, dict, |v, ix| {
-                    text_cells.cell(columns, column, (v, ix), text, sagemaker);
+                    repeated.cell(columns, column, (v, ix), text, sagemaker);
                     column += 1;
                 });
             }
@@ -491,10 +502,12 @@ impl LabelState {
                 Columns::number_cell(v, text);
             }
         }
-        sagemaker.push_str(&text[numeric_from..]);
-        Columns::end(text, sagemaker);
+        let numeric_to = text.len();
+        text.push('\n');
         let sagemaker_at = text.len();
         text.push_str(sagemaker);
+        text.extend_from_within(numeric_from..numeric_to);
+        text.push('\n');
         Row {
             example_id,
             time,
@@ -534,12 +547,8 @@ pub fn label_join<'scope>(
                     rows.rows.sort_unstable_by(|a: &Row, b: &Row| {
                         (a.time, &a.example_id).cmp(&(b.time, &b.example_id))
                     });
-                    // The next pass's buffers start at this one's size.
-                    let next = Rows {
-                        text: String::with_capacity(rows.text.len()),
-                        rows: Vec::with_capacity(rows.rows.len()),
-                    };
-                    output.session(cap).give(std::mem::replace(&mut rows, next));
+                    // The next pass reserves its own room (`LabelState::advance`).
+                    output.session(cap).give(std::mem::take(&mut rows));
                 }
             }
             held.settle(state.deadlines.first_time());

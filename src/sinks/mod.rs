@@ -2,6 +2,7 @@
 
 pub mod commit;
 pub mod direct;
+pub mod numbers;
 pub mod partition;
 pub mod s3;
 pub mod schema;

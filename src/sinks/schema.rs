@@ -5,7 +5,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::config::{Encoding, LabelKind, Pipeline};
-use crate::event::{stable_hash, write_num, ValueRef};
+use crate::event::{stable_hash, ValueRef};
+use crate::sinks::numbers::{push_u64, write_num};
 use crate::time::Time;
 
 /// How each feature column is written to the numeric (SageMaker) CSV.
@@ -44,7 +45,7 @@ impl Columns {
 
     /// Starts a row: its full CSV line (raw values) in `full`, its SageMaker line (label
     /// first, no ids, categoricals hashed) in `sagemaker`; then one [`Columns::cell`] per
-    /// feature column and [`Columns::end`].
+    /// feature column. The caller ends both lines.
     pub fn start(
         &self,
         example_id: &str,
@@ -54,13 +55,12 @@ impl Columns {
         full: &mut String,
         sagemaker: &mut String,
     ) {
-        let mut itoa = itoa::Buffer::new();
         write_csv_field(example_id, full);
         for n in [time, label as u64, outcome_count as u64] {
             full.push(',');
-            full.push_str(itoa.format(n));
+            push_u64(full, n);
         }
-        sagemaker.push_str(itoa.format(label));
+        push_u64(sagemaker, label as u64);
     }
 
     /// Renders feature column `column` in both lines. Numbers are formatted once and
@@ -88,12 +88,12 @@ impl Columns {
             (Encoding::Hash, ValueRef::Missing) => sagemaker.push(','),
             (Encoding::Hash, ValueRef::Str(s)) => {
                 sagemaker.push(',');
-                sagemaker.push_str(itoa::Buffer::new().format(hash_category(s, self.buckets)));
+                push_u64(sagemaker, hash_category(s, self.buckets));
             }
             (Encoding::Hash, ValueRef::Num(_)) => {
                 let code = hash_category(&full[start..], self.buckets);
                 sagemaker.push(',');
-                sagemaker.push_str(itoa::Buffer::new().format(code));
+                push_u64(sagemaker, code);
             }
         }
     }
@@ -107,22 +107,17 @@ impl Columns {
             write_num(n, full);
         }
     }
-
-    /// Ends both lines.
-    pub fn end(full: &mut String, sagemaker: &mut String) {
-        full.push('\n');
-        sagemaker.push('\n');
-    }
 }
 
-/// Cells of repeated text already rendered, by column and dictionary index (see
-/// [`crate::label::pending`]): a category is checked for quoting, hashed and formatted once
-/// per worker instead of once per row.
+/// Cells of repeated values already rendered, by column: dictionary text by its index (see
+/// [`crate::label::pending`]) and small whole numbers (hour of day, flags) by value. A
+/// category is checked for quoting, hashed and formatted once per worker instead of once
+/// per row.
 #[derive(Default)]
-pub struct TextCells {
-    /// Per column, per dictionary index: where in `text` its full cell starts, where its
-    /// SageMaker cell starts and where that ends; `UNSET` when not rendered yet.
-    spans: Vec<Vec<(u32, u32, u32)>>,
+pub struct RepeatedCells {
+    /// Per column, per key (`[texts, numbers]`): where in `text` its full cell starts, where
+    /// its SageMaker cell starts and where that ends; `UNSET` when not rendered yet.
+    spans: Vec<[Vec<(u32, u32, u32)>; 2]>,
     text: String,
 }
 
@@ -132,10 +127,13 @@ const UNSET: u32 = u32::MAX;
 /// dictionary's most frequent values need).
 const MAX_TEXT_CELLS: u32 = 1 << 16;
 
-impl TextCells {
+/// Whole numbers below this are rendered once per column.
+const SMALL_NUMBERS: f64 = 1024.0;
+
+impl RepeatedCells {
     /// Appends the cells of column `column` holding `v` to both lines, as
     /// [`Columns::cell`] renders them: from the memo when `v` is dictionary text
-    /// (`text`: its index), else rendered directly.
+    /// (`text`: its index) or a small whole number, else rendered directly.
     pub fn cell(
         &mut self,
         columns: &Columns,
@@ -144,28 +142,63 @@ impl TextCells {
         full: &mut String,
         sagemaker: &mut String,
     ) {
-        let Some(ix) = text.filter(|&ix| ix < MAX_TEXT_CELLS) else {
-            return columns.cell(column, v, full, sagemaker);
+        let (kind, key) = match (text, v) {
+            (Some(ix), _) if ix < MAX_TEXT_CELLS => (0, ix as usize),
+            // Not -0.0: it prints as "-0".
+            (None, ValueRef::Num(n))
+                if (0.0..SMALL_NUMBERS).contains(&n)
+                    && n.is_sign_positive()
+                    && n as usize as f64 == n =>
+            {
+                (1, n as usize)
+            }
+            _ => return columns.cell(column, v, full, sagemaker),
         };
         if self.spans.len() <= column {
-            self.spans.resize_with(column + 1, Vec::new);
+            self.spans.resize_with(column + 1, Default::default);
         }
-        let spans = &mut self.spans[column];
-        if spans.len() <= ix as usize {
-            spans.resize(ix as usize + 1, (UNSET, 0, 0));
+        let spans = &mut self.spans[column][kind];
+        if spans.len() <= key {
+            spans.resize(key + 1, (UNSET, 0, 0));
         }
-        if spans[ix as usize].0 == UNSET {
+        if spans[key].0 == UNSET {
             let (mut f, mut s) = (String::new(), String::new());
             columns.cell(column, v, &mut f, &mut s);
+            self.text.truncate(self.text.len().saturating_sub(PAD));
             let start = self.text.len();
             self.text.push_str(&f);
             self.text.push_str(&s);
-            let at = |n: usize| u32::try_from(n).expect("text cells under 4 GiB");
-            spans[ix as usize] = (at(start), at(start + f.len()), at(self.text.len()));
+            let at = |n: usize| u32::try_from(n).expect("repeated cells under 4 GiB");
+            spans[key] = (at(start), at(start + f.len()), at(self.text.len()));
+            self.text.extend(std::iter::repeat_n('\0', PAD));
         }
-        let (start, mid, end) = spans[ix as usize];
-        full.push_str(&self.text[start as usize..mid as usize]);
-        sagemaker.push_str(&self.text[mid as usize..end as usize]);
+        let (start, mid, end) = spans[key];
+        push_cell(full, &self.text, start as usize, mid as usize);
+        push_cell(sagemaker, &self.text, mid as usize, end as usize);
+    }
+}
+
+/// Bytes kept past the last cell in [`RepeatedCells`]' text, so that a cell up to this long
+/// is copied by one fixed-size move (a copy of its own length is a call to `memcpy`).
+const PAD: usize = 16;
+
+/// Appends `text[start..end]`, a run of whole cells of [`RepeatedCells`]' text.
+#[inline]
+fn push_cell(out: &mut String, text: &str, start: usize, end: usize) {
+    let len = end - start;
+    if len <= PAD && start + PAD <= text.len() {
+        // SAFETY: `text[start..end]` is whole cells, so UTF-8 on char boundaries; the `PAD`
+        // bytes read lie inside `text` and are written into room `reserve` made; only the
+        // first `len` of them become part of `out`.
+        unsafe {
+            let v = out.as_mut_vec();
+            v.reserve(PAD);
+            let to = v.as_mut_ptr().add(v.len());
+            std::ptr::copy_nonoverlapping(text.as_ptr().add(start), to, PAD);
+            v.set_len(v.len() + len);
+        }
+    } else {
+        out.push_str(&text[start..end]);
     }
 }
 
@@ -175,7 +208,10 @@ pub fn hash_category(value: &str, buckets: u64) -> u64 {
 }
 
 fn write_csv_field(s: &str, out: &mut String) {
-    if s.contains([',', '"', '\n', '\r']) {
+    // The four bytes that need quotes are all <= b','; most ids have no such byte, and this
+    // test reads them without a branch per byte.
+    let low = s.bytes().fold(false, |any, b| any | (b <= b','));
+    if low && s.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));
         out.push('"');
@@ -237,9 +273,9 @@ mod tests {
     }
 
     #[test]
-    fn text_cells_render_as_the_columns_do_each_time() {
+    fn repeated_text_renders_as_the_columns_do_each_time() {
         let columns = columns();
-        let mut cells = TextCells::default();
+        let mut cells = RepeatedCells::default();
         let texts = [
             "site1.example",
             "a,b \"quoted\"",
@@ -261,6 +297,32 @@ mod tests {
                         (full, sagemaker),
                         (want_full, want_sagemaker),
                         "round {round}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_numbers_render_as_the_columns_do_each_time() {
+        let columns = columns();
+        let mut cells = RepeatedCells::default();
+        // -0.0 prints "-0" and must not take 0's cell; 1023.5 and 1024 are rendered directly.
+        let numbers = [
+            0.0, -0.0, 1.0, 23.0, 1023.0, 1023.5, 1024.0, -1.0, 0.0, -0.0,
+        ];
+        for round in 0..2 {
+            for column in 0..3 {
+                for n in numbers {
+                    let v = ValueRef::Num(n);
+                    let (mut full, mut sagemaker) = (String::from("x"), String::from("y"));
+                    let (mut want_full, mut want_sagemaker) = (full.clone(), sagemaker.clone());
+                    cells.cell(&columns, column, (v, None), &mut full, &mut sagemaker);
+                    columns.cell(column, v, &mut want_full, &mut want_sagemaker);
+                    assert_eq!(
+                        (full, sagemaker),
+                        (want_full, want_sagemaker),
+                        "round {round}, {n:?}"
                     );
                 }
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use labeljoin::api::{ServeConfig, Server, Shared, Tokens};
 use labeljoin::config::Pipeline;
-use labeljoin::event::write_num;
+use labeljoin::sinks::numbers::write_num;
 use labeljoin::tables::TableReader;
 use serde_json::{json, Value};
 

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use labeljoin::config::Pipeline;
-use labeljoin::event::write_num;
 use labeljoin::features::agg::{fill_ratios, AggState};
 use labeljoin::run::{run, RunOptions};
+use labeljoin::sinks::numbers::write_num;
 use labeljoin::tables::{TableReader, TableStore};
 
 /// Impression id -> its fields, from the fixture (malformed lines skipped).

@@ -140,7 +140,8 @@ pub fn processing_order(
         })
         .collect();
     let span = (!ready.is_empty()).then_some((first, last));
-    groups.sort_unstable();
+    // Indexes ascend, so ordering by group alone, stably, orders the whole numbers.
+    sort_by_high_half(&mut groups);
     let record = |g: &u64| &ready[*g as u32 as usize];
     let mut order = Vec::with_capacity(ready.len());
     // At most one run per record: no regrowth (copying the runs so far) as runs are found.
@@ -182,6 +183,37 @@ pub fn processing_order(
         }
     }
     (order, runs, span)
+}
+
+/// Sorts `v` stably by the high 32 bits of its numbers: a least-significant-digit radix
+/// sort, four passes of a byte each. A pass's thousands of records are read and written
+/// ~5 times each, where a comparison sort took ~13 compares and moves.
+fn sort_by_high_half(v: &mut Vec<u64>) {
+    if v.len() < 256 {
+        return v.sort_by_key(|g| g >> 32);
+    }
+    let mut counts = [[0u32; 256]; 4];
+    for g in v.iter() {
+        for (byte, count) in counts.iter_mut().enumerate() {
+            count[(g >> (32 + 8 * byte)) as usize & 0xff] += 1;
+        }
+    }
+    let mut from = std::mem::take(v);
+    let mut to = vec![0u64; from.len()];
+    for (byte, count) in counts.iter().enumerate() {
+        let mut at = [0u32; 256];
+        let mut sum = 0;
+        for (at, &n) in at.iter_mut().zip(count) {
+            (*at, sum) = (sum, sum + n);
+        }
+        for &g in &from {
+            let digit = (g >> (32 + 8 * byte)) as usize & 0xff;
+            to[at[digit] as usize] = g;
+            at[digit] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    *v = from;
 }
 
 /// The group of a record's key: 32 bits of its hash, mixed with its table.
@@ -305,6 +337,22 @@ impl Routes {
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The radix sort orders as a sort of the whole numbers does when the low halves
+        /// ascend (indexes), short and long inputs alike.
+        #[test]
+        fn groups_sort_as_whole_numbers(
+            highs in proptest::collection::vec(prop_oneof![0u64..4, 0u64..=u32::MAX as u64], 0..2_000)
+        ) {
+            let mut groups: Vec<u64> =
+                highs.iter().enumerate().map(|(ix, h)| h << 32 | ix as u64).collect();
+            let mut want = groups.clone();
+            want.sort_unstable();
+            sort_by_high_half(&mut groups);
+            prop_assert_eq!(groups, want);
+        }
+    }
 
     #[test]
     fn a_record_with_two_inputs_inline_is_96_bytes() {

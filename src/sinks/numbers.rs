@@ -126,6 +126,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whole_numbers_print_every_digit() {
+        for n in [0, 7, 10, 99, 100, 12_345, 1_000_000, u64::MAX] {
+            let mut s = String::from("x");
+            push_u64(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
+
+    #[test]
     fn numbers_print_as_display_does() {
         for n in [
             0.0,

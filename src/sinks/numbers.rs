@@ -18,7 +18,15 @@ pub fn write_num(n: f64, out: &mut String) {
         // Seconds from milliseconds, scores with few decimals: the digits of `m / 10^4`
         // without trailing zeros are the shortest that read back as `n` (below 1e8 two
         // such decimals are always different numbers), which is what Display prints.
-        write_scaled(m, 4, out);
+        push_u64(out, m / 10_000);
+        let mut frac = m % 10_000;
+        let mut digits = 4;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            digits -= 1;
+        }
+        out.push('.');
+        push_digits(out, frac, digits);
     } else if (1e-5..1e7).contains(&n.abs()) {
         // zmij (Ryū's successor, the same shortest digits, ~1.6x faster on ratios here)
         // prints what Display does in this range. (Not above: with 17 significant digits
@@ -29,25 +37,6 @@ pub fn write_num(n: f64, out: &mut String) {
         use std::fmt::Write;
         write!(out, "{n}").unwrap();
     }
-}
-
-/// Writes `m / 10^decimals` in decimal without trailing zeros (`decimals` <= 19). It is
-/// what `Display` prints for the double nearest that number when no other decimal of as
-/// many places rounds to the same double (the caller's range ensures that).
-fn write_scaled(m: u64, decimals: u32, out: &mut String) {
-    let scale = 10u64.pow(decimals);
-    push_u64(out, m / scale);
-    let mut frac = m % scale;
-    if frac == 0 {
-        return;
-    }
-    let mut digits = decimals as usize;
-    while frac.is_multiple_of(10) {
-        frac /= 10;
-        digits -= 1;
-    }
-    out.push('.');
-    push_digits(out, frac, digits);
 }
 
 /// Appends the decimal digits of `n`.

@@ -19,6 +19,7 @@ pub mod label;
 pub mod metrics;
 pub mod parked;
 pub mod prefetch;
+pub mod radix;
 pub mod run;
 pub mod sinks;
 pub mod sources;

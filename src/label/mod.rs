@@ -1,6 +1,7 @@
 //! The delayed label join: holds each example `window` of event time, counts its outcomes.
 
 pub mod examples;
+pub mod order;
 pub mod pending;
 
 use std::cell::RefCell;
@@ -542,11 +543,7 @@ pub fn label_join<'scope>(
             state.advance(watermark, &mut rows);
             if let Some(cap) = held.get() {
                 if !rows.is_empty() {
-                    // Deadlines come out in order; sorting each batch orders ties too (ids
-                    // are unique: an unstable sort gives the same order).
-                    rows.rows.sort_unstable_by(|a: &Row, b: &Row| {
-                        (a.time, &a.example_id).cmp(&(b.time, &b.example_id))
-                    });
+                    order::sort_rows(&mut rows.rows);
                     // The next pass reserves its own room (`LabelState::advance`).
                     output.session(cap).give(std::mem::take(&mut rows));
                 }

@@ -167,7 +167,7 @@ impl Raw {
     pub fn is_empty(&self) -> bool {
         match self {
             Raw::Absent | Raw::Null => true,
-            Raw::Str(s) => s.trim().is_empty(),
+            Raw::Str(s) => super::is_blank(s),
             _ => false,
         }
     }

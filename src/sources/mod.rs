@@ -13,6 +13,17 @@ use std::path::PathBuf;
 
 use crate::config::Pipeline;
 
+/// Whether `s` is empty or white space (`s.trim().is_empty()`), decided by its first byte
+/// when that is a printable ASCII character, as in nearly every value: `trim` decoded
+/// characters from both ends (~50 instructions a field, ~1 % of reading).
+pub fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        None => true,
+        Some(&b) if b > b' ' && b.is_ascii() => false,
+        Some(_) => s.trim().is_empty(),
+    }
+}
+
 /// One independently ordered input: a file of a source. It has its own watermark.
 #[derive(Debug, Clone)]
 pub struct PartitionSpec {
@@ -84,4 +95,18 @@ pub fn kinesis_sources(p: &Pipeline) -> Vec<(usize, kinesis::KinesisSpec)> {
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    proptest::proptest! {
+        /// Blank exactly when trimming leaves nothing, for any text (Unicode white space,
+        /// control characters and printable ASCII first).
+        #[test]
+        fn blank_is_what_trims_to_nothing(
+            s in "[ \t\r\n\u{0b}\u{0c}\u{85}\u{a0}\u{2003}\u{3000}\u{1}a,{é]{0,6}",
+        ) {
+            proptest::prop_assert_eq!(super::is_blank(&s), s.trim().is_empty());
+        }
+    }
 }

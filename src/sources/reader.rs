@@ -242,7 +242,7 @@ impl PartitionReader {
                     return Some(Err(e));
                 }
                 let text = lines.line();
-                if text.trim().is_empty() {
+                if super::is_blank(text) {
                     return Some(Ok(()));
                 }
                 let fields = extract(text, &self.plan.names, &mut self.raw, &mut self.texts);
@@ -273,12 +273,10 @@ impl PartitionReader {
     /// Whether the current record is empty or white space (skipped, not an error).
     fn record_is_blank(&self) -> bool {
         match &self.body {
-            Body::Jsonl(lines) => lines.line().trim().is_empty(),
+            Body::Jsonl(lines) => super::is_blank(lines.line()),
             // As its text (fields joined by commas) would be: a row of empty fields is
             // not blank, it goes to the dead-letter file.
-            Body::Csv { record, .. } => {
-                record.len() <= 1 && record.iter().all(|f| f.trim().is_empty())
-            }
+            Body::Csv { record, .. } => record.len() <= 1 && record.iter().all(super::is_blank),
         }
     }
 

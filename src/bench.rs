@@ -1,5 +1,6 @@
 //! The benchmark: generate events, run the reference pipeline on them in a child process,
-//! report events/s, peak RSS and bytes per held example.
+//! report events/s, CPU time, peak RSS and bytes per held example (and their medians over
+//! several runs).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ pub struct BenchReport {
     pub seconds: f64,
     /// Events per second.
     pub events_per_second: f64,
+    /// CPU seconds of the run (user + system, all its threads): on a machine whose speed
+    /// drifts, a wall time that rose with its CPU time is the machine, not the job.
+    pub cpu_seconds: f64,
     /// Peak resident set of the run, in MiB.
     pub peak_rss_mib: f64,
     /// Examples held at the peak.
@@ -101,7 +105,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .arg(&copy)
         .env("RUST_LOG", "warn")
         .spawn()?;
-    let (status, max_rss_kib) = wait_with_rusage(child.id() as libc::pid_t)?;
+    let (status, usage) = wait_with_rusage(child.id() as libc::pid_t)?;
     let seconds = started.elapsed().as_secs_f64();
     if status != 0 {
         bail!("the measured run failed (wait status {status})");
@@ -115,14 +119,15 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         rows: get("rows") as u64,
         seconds,
         events_per_second: events as f64 / seconds,
-        peak_rss_mib: max_rss_kib as f64 / 1024.0,
+        cpu_seconds: seconds_of(usage.ru_utime) + seconds_of(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         peak_pending,
         bytes_per_held_example: get("peak_pending_bytes") as f64 / peak_pending.max(1) as f64,
     })
 }
 
-/// Waits for one child; returns its wait status and its own peak resident set in KiB.
-fn wait_with_rusage(pid: libc::pid_t) -> anyhow::Result<(i32, i64)> {
+/// Waits for one child; returns its wait status and its own resource usage.
+fn wait_with_rusage(pid: libc::pid_t) -> anyhow::Result<(i32, libc::rusage)> {
     let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `pid` is our child, not yet waited for; wait4 fills `status` and `usage`.
@@ -134,10 +139,87 @@ fn wait_with_rusage(pid: libc::pid_t) -> anyhow::Result<(i32, i64)> {
         );
     }
     // SAFETY: initialized by the successful call above.
-    Ok((status, unsafe { usage.assume_init() }.ru_maxrss))
+    Ok((status, unsafe { usage.assume_init() }))
+}
+
+fn seconds_of(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+impl BenchReport {
+    /// The report as one line of text.
+    pub fn line(&self) -> String {
+        format!(
+            "events {} | rows {} | {:.2} s | {:.0} events/s | CPU {:.1} s | peak RSS {:.0} MiB | {} held at peak | {:.0} B per held example",
+            self.events,
+            self.rows,
+            self.seconds,
+            self.events_per_second,
+            self.cpu_seconds,
+            self.peak_rss_mib,
+            self.peak_pending,
+            self.bytes_per_held_example
+        )
+    }
+
+    /// Each figure's median over `runs` (of the same inputs; the upper median of an even
+    /// count); `None` for no runs.
+    pub fn median(runs: &[BenchReport]) -> Option<BenchReport> {
+        let first = runs.first()?;
+        let mid = |f: fn(&BenchReport) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Some(BenchReport {
+            events: first.events,
+            rows: first.rows,
+            seconds: mid(|r| r.seconds),
+            events_per_second: mid(|r| r.events_per_second),
+            cpu_seconds: mid(|r| r.cpu_seconds),
+            peak_rss_mib: mid(|r| r.peak_rss_mib),
+            peak_pending: mid(|r| r.peak_pending as f64) as i64,
+            bytes_per_held_example: mid(|r| r.bytes_per_held_example),
+        })
+    }
 }
 
 /// The default work directory.
 pub fn default_dir() -> PathBuf {
     Path::new("target").join("bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(seconds: f64, rss: f64) -> BenchReport {
+        BenchReport {
+            events: 10,
+            rows: 9,
+            seconds,
+            events_per_second: 10.0 / seconds,
+            cpu_seconds: 2.0 * seconds,
+            peak_rss_mib: rss,
+            peak_pending: 3,
+            bytes_per_held_example: 100.0,
+        }
+    }
+
+    #[test]
+    fn medians_are_taken_figure_by_figure_the_upper_one_of_an_even_count() {
+        let runs = [
+            report(3.0, 500.0),
+            report(1.0, 700.0),
+            report(2.0, 600.0),
+            report(4.0, 400.0),
+        ];
+        let m = BenchReport::median(&runs).unwrap();
+        assert_eq!(
+            (m.seconds, m.cpu_seconds, m.peak_rss_mib),
+            (3.0, 6.0, 600.0)
+        );
+        assert_eq!(m.events_per_second, 10.0 / 2.0);
+        assert!(BenchReport::median(&[]).is_none());
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use labeljoin::bench::{bench, default_dir, BenchOptions};
+use labeljoin::bench::{bench, default_dir, BenchOptions, BenchReport};
 use labeljoin::config::Pipeline;
 use labeljoin::gen::{write_files, GenConfig};
 use labeljoin::run::{run, Cluster, RunOptions};
@@ -145,6 +145,9 @@ enum Command {
         /// Measure the training rows alone, without writing table versions.
         #[arg(long)]
         no_state: bool,
+        /// Runs to measure, one after another; more than one also prints their medians.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
     },
 }
 
@@ -334,6 +337,7 @@ fn main_inner() -> anyhow::Result<()> {
             dir,
             pipeline,
             no_state,
+            runs,
         } => {
             let opts = BenchOptions {
                 dir: dir.unwrap_or_else(default_dir),
@@ -342,13 +346,18 @@ fn main_inner() -> anyhow::Result<()> {
                 pipeline,
                 state: !no_state,
             };
-            let r = bench(&opts)?;
             quiet_on_closed_pipe();
-            println!(
-                "events {} | rows {} | {:.2} s | {:.0} events/s | peak RSS {:.0} MiB | {} held at peak | {:.0} B per held example",
-                r.events, r.rows, r.seconds, r.events_per_second, r.peak_rss_mib, r.peak_pending, r.bytes_per_held_example
-            );
-            println!("{}", serde_json::to_string(&r)?);
+            let mut reports = Vec::new();
+            for _ in 0..runs {
+                let r = bench(&opts)?;
+                println!("{}", r.line());
+                println!("{}", serde_json::to_string(&r)?);
+                reports.push(r);
+            }
+            if let (true, Some(m)) = (runs > 1, BenchReport::median(&reports)) {
+                println!("median of {runs} runs: {}", m.line());
+                println!("{}", serde_json::to_string(&m)?);
+            }
             Ok(())
         }
         Command::Snapshot(SnapshotCommand::List { state }) => {

@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod aws_kinesis;
 mod aws_s3;
+mod bench;
 mod cluster;
 mod determinism;
 mod fixtures;

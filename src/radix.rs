@@ -38,6 +38,18 @@ pub fn sort_by_small_key<T: Copy>(v: &mut Vec<T>, digits: usize, key: impl Fn(&T
     *v = from;
 }
 
+/// Sorts `v` stably by `key(x)` (times, say): by its offset from the smallest key, in as
+/// many bytes as the spread of the keys needs.
+pub fn sort_by_offset<T: Copy>(v: &mut Vec<T>, key: impl Fn(&T) -> u64) {
+    let Some((first, last)) = v.iter().map(&key).fold(None, |span, k| match span {
+        None => Some((k, k)),
+        Some((lo, hi)) => Some((k.min(lo), k.max(hi))),
+    }) else {
+        return;
+    };
+    sort_by_small_key(v, digits_for(last - first), |x| key(x) - first);
+}
+
 /// The bytes a key up to `max` needs (0 for 0).
 pub fn digits_for(max: u64) -> usize {
     (64 - max.leading_zeros() as usize).div_ceil(8)

@@ -193,10 +193,7 @@ fn sort_places(places: &mut Vec<Place>) {
     if places.len() < 256 {
         return places.sort_unstable_by_key(Place::order);
     }
-    let (first, last) = places.iter().fold((Time::MAX, Time::MIN), |(lo, hi), p| {
-        (lo.min(p.time), hi.max(p.time))
-    });
-    radix::sort_by_small_key(places, radix::digits_for(last - first), |p| p.time - first);
+    radix::sort_by_offset(places, |p| p.time);
     for same in places.chunk_by_mut(|a, b| a.time == b.time) {
         if same.iter().any(|p| p.rank != same[0].rank) {
             same.sort_unstable_by_key(Place::order);

@@ -5,20 +5,16 @@ use crate::radix;
 use crate::time::Time;
 
 /// Orders a pass's rows by (time, id): deadlines leave their one-second buckets in
-/// arrival order. A radix sort of (time, index) pairs, ids compared only among rows of one
+/// arrival order. A radix sort of (time, index) pairs by time, ids compared only among rows of one
 /// millisecond, then each row moved once: sorting the rows themselves compared ids and
 /// moved 64 bytes at each of ~11 steps per row. Ids are unique, so the order is total.
 pub fn sort_rows(rows: &mut Vec<Row>) {
-    let (first, last) = rows.iter().fold((Time::MAX, Time::MIN), |(lo, hi), r| {
-        (lo.min(r.time), hi.max(r.time))
-    });
     let mut order: Vec<(Time, u32)> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.time - first, i as u32))
+        .map(|(i, r)| (r.time, i as u32))
         .collect();
-    let span = last.saturating_sub(first);
-    radix::sort_by_small_key(&mut order, radix::digits_for(span), |o| o.0);
+    radix::sort_by_offset(&mut order, |o| o.0);
     for same in order.chunk_by_mut(|a, b| a.0 == b.0) {
         if same.len() > 1 {
             same.sort_unstable_by(|a, b| {

@@ -90,13 +90,26 @@ fn push_shortest(out: &mut String, n: f64) {
         let mut buffer = zmij::Buffer::new();
         return out.push_str(buffer.format_finite(n));
     }
-    // SAFETY: `buffer` is `SIZE` bytes and its first `len` hold the digits (checked above);
-    // the bytes past them may be uninitialized, which a raw copy allows, and only the
-    // first `len` become part of the string. They are ASCII, so it stays UTF-8.
+    // SAFETY: `buffer` is `SIZE` bytes and its first `len` hold the digits (checked above),
+    // which are ASCII; the bytes past them may be uninitialized, which a raw copy allows.
+    unsafe { push_fixed::<SIZE>(out, base, len) }
+}
+
+/// Appends the first `len` of the `N` bytes at `src` by one fixed-size copy of all `N`
+/// into spare room (a copy of `len` bytes is a call to `memcpy`; `N` is a few moves).
+///
+/// # Safety
+/// `src` is valid for reads of `N` bytes, and its first `len <= N` are UTF-8 (the rest
+/// may be anything, even uninitialized: they never become part of `out`).
+#[inline]
+pub unsafe fn push_fixed<const N: usize>(out: &mut String, src: *const u8, len: usize) {
+    debug_assert!(len <= N);
+    // SAFETY: `reserve` makes room for the `N` bytes written; only the first `len`, UTF-8
+    // by the caller's promise, are taken into the string.
     unsafe {
         let v = out.as_mut_vec();
-        v.reserve(SIZE);
-        std::ptr::copy_nonoverlapping(base, v.as_mut_ptr().add(v.len()), SIZE);
+        v.reserve(N);
+        std::ptr::copy_nonoverlapping(src, v.as_mut_ptr().add(v.len()), N);
         v.set_len(v.len() + len);
     }
 }

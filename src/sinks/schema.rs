@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::config::{Encoding, LabelKind, Pipeline};
 use crate::event::{stable_hash, ValueRef};
-use crate::sinks::numbers::{push_u64, write_num};
+use crate::sinks::numbers::{push_fixed, push_u64, write_num};
 use crate::time::Time;
 
 /// How each feature column is written to the numeric (SageMaker) CSV.
@@ -187,16 +187,9 @@ const PAD: usize = 16;
 fn push_cell(out: &mut String, text: &str, start: usize, end: usize) {
     let len = end - start;
     if len <= PAD && start + PAD <= text.len() {
-        // SAFETY: `text[start..end]` is whole cells, so UTF-8 on char boundaries; the `PAD`
-        // bytes read lie inside `text` and are written into room `reserve` made; only the
-        // first `len` of them become part of `out`.
-        unsafe {
-            let v = out.as_mut_vec();
-            v.reserve(PAD);
-            let to = v.as_mut_ptr().add(v.len());
-            std::ptr::copy_nonoverlapping(text.as_ptr().add(start), to, PAD);
-            v.set_len(v.len() + len);
-        }
+        // SAFETY: the `PAD` bytes from `start` lie inside `text`, and `text[start..end]` is
+        // whole cells, so UTF-8.
+        unsafe { push_fixed::<PAD>(out, text.as_ptr().add(start), len) }
     } else {
         out.push_str(&text[start..end]);
     }

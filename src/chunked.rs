@@ -2,7 +2,7 @@
 //!
 //! A `Vec` that doubles copies every element into fresh memory, and the kernel zeroes
 //! both the old and the new pages once: for a table of millions of keys, that was ~3 %
-//! of a replay's CPU samples (docs/PERFORMANCE.md). Here only the first chunk grows like a
+//! of a replay's CPU samples (docs/PERFORMANCE-HISTORY.md). Here only the first chunk grows like a
 //! `Vec` (small tables stay small); every later chunk is allocated at its full size once.
 
 /// Rows per chunk.

@@ -88,7 +88,7 @@ pub struct Event {
 
 /// An event's field values, inline up to [`INLINE_FIELDS`]: the reference streams carry
 /// two to five fields, and a vector was an allocation per event that the worker after
-/// the id exchange frees (docs/PERFORMANCE.md).
+/// the id exchange frees (docs/PERFORMANCE-HISTORY.md).
 pub type Fields = smallvec::SmallVec<[Value; INLINE_FIELDS]>;
 
 /// Fields an event holds without an allocation.

@@ -29,7 +29,7 @@ extern "C" {
 /// working set is steady, so memory it frees is nearly always used again within a
 /// minute; 60 s instead of 10 s saved the purges' TLB shootdowns and the zeroing of the
 /// same pages again (replays with the state ~-3 % wall, peak RSS +30 MiB;
-/// docs/PERFORMANCE.md). Memory of a passing spike still goes back after a minute.
+/// docs/PERFORMANCE-HISTORY.md). Memory of a passing spike still goes back after a minute.
 fn keep_freed_memory_longer() {
     // SAFETY: a plain setter of mimalloc (linked as the global allocator above).
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) }

@@ -38,7 +38,7 @@ impl Candidate {
 /// The index grows past this load (numerator over 8). Near 7/8 a probe for an absent key
 /// scans more slots (the label join's maps grow at 1/2 for that), but here the slots hold
 /// tags and the walls measured no worse, while 6/8 doubled the bench's largest index at
-/// 3.1 M keys a worker for ~110 MiB more peak RSS (docs/PERFORMANCE.md).
+/// 3.1 M keys a worker for ~110 MiB more peak RSS (docs/PERFORMANCE-HISTORY.md).
 const MAX_LOAD_EIGHTHS: usize = 7;
 
 /// The tag of a hash: the high 32 bits of the hash mixed as

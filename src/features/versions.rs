@@ -139,7 +139,7 @@ impl pack::Numbered for TableWrite<'_> {
 /// Pending versions past this many bytes (per worker) are written out at once. While
 /// replaying, the cap rather than [`CATCH_UP_WRITE_EVERY`] ends most writes: 128 MiB
 /// instead of 64 halves the table files and their merges (replays with the state about
-/// -9 % wall, +40 MiB peak RSS; docs/PERFORMANCE.md).
+/// -9 % wall, +40 MiB peak RSS; docs/PERFORMANCE-HISTORY.md).
 const PENDING_BYTES: usize = 128 << 20;
 
 /// Versions are written at most this often (processing time) while the job is live: 1 s
@@ -149,7 +149,7 @@ pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// ... and at most this often while it replays history (its watermark more than
 /// [`CATCH_UP_LAG`] behind the clock), where nothing waits on visibility. Each write is a
 /// table file per table, and every file is a sorted run that compactions merge: fewer,
-/// larger files are fewer merges (replays with the state -11 % wall, docs/PERFORMANCE.md).
+/// larger files are fewer merges (replays with the state -11 % wall, docs/PERFORMANCE-HISTORY.md).
 pub const CATCH_UP_WRITE_EVERY: Duration = Duration::from_secs(4);
 
 /// A watermark further than this behind the clock means the job is replaying history.

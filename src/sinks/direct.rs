@@ -4,7 +4,7 @@
 //! The job never reads its part files back, so buffered writes only copied every byte
 //! into fresh page-cache pages for the kernel's writeback to copy out again. On the bench
 //! VM, where a fresh page is slow to touch, that copy was ~9 % of a run's CPU samples with
-//! the state; direct writes of 1 MiB blocks cost a fraction of it (docs/PERFORMANCE.md).
+//! the state; direct writes of 1 MiB blocks cost a fraction of it (docs/PERFORMANCE-HISTORY.md).
 //! A direct write waits for the device, so full blocks go to one writer thread shared by
 //! every file: the workers sleeping in those writes had been ~4 % of their time.
 //! Where the file system refuses `O_DIRECT` (tmpfs before Linux 6.6, some network mounts)

@@ -5,7 +5,7 @@
 //! [`super::json::extract`] does (numbers correctly rounded, the last of duplicate keys
 //! wins). Anything else (escapes, control characters, nesting, malformed text) gives
 //! `None`, and the caller parses the line with serde_json, which also words the errors.
-//! Parsing with serde_json was ~80 % of reading an event (docs/PERFORMANCE.md).
+//! Parsing with serde_json was ~80 % of reading an event (docs/PERFORMANCE-HISTORY.md).
 
 use super::json::Raw;
 use super::texts::Texts;

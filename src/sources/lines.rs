@@ -2,7 +2,7 @@
 //! of any byte stream.
 //!
 //! Reading a local file through `read` copied every byte out of the page cache (~8 % of
-//! a run's CPU, docs/PERFORMANCE.md); a mapped file is parsed where it lies.
+//! a run's CPU, docs/PERFORMANCE-HISTORY.md); a mapped file is parsed where it lies.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -17,7 +17,7 @@ use crate::parked::ParkedQueue;
 /// at most about this much of the job's resident memory (the page cache keeps them).
 /// Each release flushes the TLB of every core running the job (an interrupt per core):
 /// every 1 MiB that was ~3.8 % of a run's samples, every 8 MiB ~0.7 %, for up to
-/// ~100 MiB more peak RSS with the bench's 12 inputs open (docs/PERFORMANCE.md).
+/// ~100 MiB more peak RSS with the bench's 12 inputs open (docs/PERFORMANCE-HISTORY.md).
 const RELEASE_EVERY: usize = 8 << 20;
 
 /// Bytes requested from the device per request: the kernel reads at most the device's

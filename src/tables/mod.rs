@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod ingest;
 pub mod keys;
+pub mod options;
 pub mod pack;
 pub mod retention;
 pub mod row;

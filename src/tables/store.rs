@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{ColumnFamilyDescriptor, DB};
 
 use super::ingest::{Ingester, Progress};
+pub use super::options::all_keys;
+use super::options::{db_options, one_key, sst_options};
 use super::retention::{Cutoff, RetentionFilterFactory};
 use super::{keys, pack};
 use crate::time::Time;
@@ -97,79 +99,12 @@ fn ingest_dir(state: &Path) -> PathBuf {
     state.join("ingest")
 }
 
-/// Block cache shared by every table.
-const BLOCK_CACHE_BYTES: usize = 256 << 20;
-
-/// Table-file block size (RocksDB's default is 4 KiB).
-const BLOCK_BYTES: usize = 16 << 10;
-
 /// Entries [`TableStore::get_at`] steps over before it seeks instead.
 const STEPS_BEFORE_SEEK: usize = 8;
 
 /// Column family names without RocksDB's `default`.
 fn tables_of(names: Vec<String>) -> Vec<String> {
     names.into_iter().filter(|n| n != "default").collect()
-}
-
-/// Read options of an iterator over the versions of one key (uses the prefix filters).
-fn one_key() -> rocksdb::ReadOptions {
-    let mut r = rocksdb::ReadOptions::default();
-    r.set_prefix_same_as_start(true);
-    r
-}
-
-/// Read options of an iterator over a whole table, across keys.
-pub fn all_keys() -> rocksdb::ReadOptions {
-    let mut r = rocksdb::ReadOptions::default();
-    r.set_total_order_seek(true);
-    r
-}
-
-/// Options of the table files [`TableStore::put_versions`] writes: the tables' own format.
-fn sst_options() -> &'static Options {
-    static OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
-    OPTIONS.get_or_init(db_options)
-}
-
-fn db_options() -> Options {
-    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
-    let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    // Bloom filters on the key without its time: a read skips every file that has no
-    // version of its key (reads seek, so whole-key filters would never be consulted).
-    table.set_bloom_filter(10.0, false);
-    table.set_whole_key_filtering(false);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    // 16 KiB blocks instead of 4: a quarter of the index entries and block trailers to
-    // build, merge and checksum (compactions' CPU -10 %, replays with the state 0.92-0.97
-    // of the wall time, API reads on a bench state no slower; docs/PERFORMANCE.md).
-    table.set_block_size(BLOCK_BYTES);
-    let mut opts = Options::default();
-    opts.set_prefix_extractor(rocksdb::SliceTransform::create(
-        "labeljoin-key-without-time",
-        keys::without_time,
-        Some(keys::has_time),
-    ));
-    opts.set_block_based_table_factory(&table);
-    // Versions arrive as ingested files (memtables stay empty), only ever added
-    // (retention aside): universal compaction rewrites each byte fewer times than leveled
-    // compaction, which matters on a job's spare cores.
-    opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    // No compression. LZ4 on the oldest sorted run saved 30 % of the disk (624 against
-    // 893 MB after the bench) but was a quarter of the compactions' CPU, and universal
-    // compaction's size-amplification check, which compares the newer runs' raw bytes
-    // with that run's compressed ones, merged the whole table more often. Without it
-    // replays with the state take 0.87-0.93 of the wall time and reads decompress nothing
-    // (docs/PERFORMANCE.md). States written with LZ4 by earlier versions stay readable
-    // (the codec is still built in).
-    opts.set_compression_type(rocksdb::DBCompressionType::None);
-    // Files a compaction or an ingestion made obsolete are deleted by a background thread,
-    // not by the worker whose ingestion found them (on a file system mounted with
-    // `discard`, each deletion waits for the device).
-    opts.set_avoid_unnecessary_blocking_io(true);
-    opts
 }
 
 impl TableStore {

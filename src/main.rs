@@ -1,5 +1,6 @@
 //! The `labeljoin` command line: run, validate and gen.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -262,6 +263,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "labeljoin=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: logs piped to a file or a log
+        // collector stay plain text (and `NO_COLOR` turns them off anywhere).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match main_inner() {
         Ok(()) => ExitCode::SUCCESS,

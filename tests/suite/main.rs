@@ -8,6 +8,7 @@ mod api;
 mod aws_kinesis;
 mod aws_s3;
 mod bench;
+mod cli;
 mod cluster;
 mod determinism;
 mod fixtures;

@@ -53,8 +53,8 @@ enum Command {
         /// Output directory (overrides output.dir of the pipeline).
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Worker threads.
-        #[arg(long, short, default_value_t = 1)]
+        /// Worker threads (at least 1).
+        #[arg(long, short, default_value_t = 1, value_parser = at_least_one)]
         workers: usize,
         /// No progress line.
         #[arg(long)]
@@ -134,8 +134,8 @@ enum Command {
         /// Impressions to generate (about 1.15 events each).
         #[arg(long, default_value_t = 8_700_000)]
         impressions: u64,
-        /// Worker threads of the measured run.
-        #[arg(long, short, default_value_t = 2)]
+        /// Worker threads of the measured run (at least 1).
+        #[arg(long, short, default_value_t = 2, value_parser = at_least_one)]
         workers: usize,
         /// Work directory (inputs are generated once and reused).
         #[arg(long)]
@@ -253,6 +253,15 @@ struct GenArgs {
     /// Shards of the streams `--kinesis` creates.
     #[arg(long, default_value_t = 2)]
     shards: i32,
+}
+
+/// A count of threads: 0 is refused at parse time (clap names the option).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; give a whole number, at least 1")),
+    }
 }
 
 fn main() -> ExitCode {

@@ -61,18 +61,20 @@ pub struct FragmentsBuilder {
 
 impl FragmentsBuilder {
     /// Empty batches for `peers` label-join workers, with room for `room[w]` (examples,
-    /// bytes) in worker `w`'s: the caller passes the previous pass's [`FragmentsBuilder::sizes`].
-    /// Grown from empty, a pass's batches were reallocated and copied once per doubling;
-    /// room that goes unused is never touched.
+    /// bytes) in worker `w`'s and half as much again: the caller passes the previous
+    /// pass's [`FragmentsBuilder::sizes`]. Grown from empty, a pass's batches were
+    /// reallocated and copied once per doubling; with exactly the last pass's room, every
+    /// larger pass still copied its batch once. Room that goes unused is never touched.
     pub fn new(peers: usize, room: &[(usize, usize)]) -> Self {
+        let headroom = |n: usize| n + n / 2;
         FragmentsBuilder {
             batches: (0..peers)
                 .map(|w| {
                     let (examples, bytes) = room.get(w).copied().unwrap_or_default();
                     Fragments {
                         worker: w as u64,
-                        examples: Vec::with_capacity(examples),
-                        bytes: Vec::with_capacity(bytes),
+                        examples: Vec::with_capacity(headroom(examples)),
+                        bytes: Vec::with_capacity(headroom(bytes)),
                     }
                 })
                 .collect(),

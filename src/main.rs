@@ -147,8 +147,8 @@ enum Command {
         #[arg(long)]
         no_state: bool,
         /// Runs to measure, one after another; more than one also prints their medians.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        runs: u32,
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+        runs: usize,
     },
 }
 
@@ -255,7 +255,7 @@ struct GenArgs {
     shards: i32,
 }
 
-/// A count of threads: 0 is refused at parse time (clap names the option).
+/// A count of threads or runs: 0 is refused at parse time (clap names the option).
 fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),

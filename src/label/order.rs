@@ -5,9 +5,10 @@ use crate::radix;
 use crate::time::Time;
 
 /// Orders a pass's rows by (time, id): deadlines leave their one-second buckets in
-/// arrival order. A radix sort of (time, index) pairs by time, ids compared only among rows of one
-/// millisecond, then each row moved once: sorting the rows themselves compared ids and
-/// moved 64 bytes at each of ~11 steps per row. Ids are unique, so the order is total.
+/// arrival order. A radix sort of (time, index) pairs by time, ids compared only among
+/// rows of one millisecond, then each row moved once: sorting the rows themselves compared
+/// ids and moved 64 bytes at each of ~11 steps per row. Ids are unique, so the order is
+/// total.
 pub fn sort_rows(rows: &mut Vec<Row>) {
     let mut order: Vec<(Time, u32)> = rows
         .iter()

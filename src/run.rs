@@ -100,7 +100,11 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let store = match &state {
         Some(dir) => {
             let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
-            let store = TableStore::open(dir, &names)?;
+            let retained: Vec<&str> = (pipeline.tables.iter())
+                .filter(|t| t.retention.is_some())
+                .map(|t| t.name.as_str())
+                .collect();
+            let store = TableStore::open(dir, &names, &retained)?;
             store.expect_writers(opts.workers.max(1));
             crate::tables::write_schema(dir, &pipeline)?;
             Some(Arc::new(store))

@@ -325,7 +325,7 @@ mod tests {
         let pipeline = Arc::new(Pipeline::load(&path).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
-        let store = Arc::new(TableStore::open(dir.path(), &names).unwrap());
+        let store = Arc::new(TableStore::open(dir.path(), &names, &[]).unwrap());
         store.expect_writers(2);
         let mut workers: Vec<Tables> = (0..2)
             .map(|_| Tables::new(pipeline.clone(), Some(store.clone())))

@@ -36,7 +36,7 @@ pub fn bench_store(
     gets: u64,
 ) -> Result<StoreBenchReport, StoreError> {
     let _ = std::fs::remove_dir_all(dir);
-    let store = TableStore::open(dir, &["user"])?;
+    let store = TableStore::open(dir, &["user"], &[])?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     // Incompressible rows (the worst case for disk use), from a pool so generating is cheap.
     let rows: Vec<Vec<u8>> = (0..1024)

@@ -495,7 +495,7 @@ async fn openapi_describes_exactly_the_served_routes_and_the_answers_fields() {
 #[tokio::test]
 async fn a_standalone_server_sees_what_a_running_writer_adds() {
     let f = fixture();
-    let writer = labeljoin::tables::TableStore::open(&f.state, &["user"]).unwrap();
+    let writer = labeljoin::tables::TableStore::open(&f.state, &["user"], &[]).unwrap();
     let shared = Arc::new(Shared::standalone(&f.state).unwrap());
     let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), Tokens::default());
     config.refresh = Some(std::time::Duration::from_millis(50));

@@ -23,7 +23,7 @@ proptest! {
         queries in prop::collection::vec((0u8..5, 0u64..70, 0u64..70), 1..30),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = TableStore::open(dir.path(), &["user"]).unwrap();
+        let store = TableStore::open(dir.path(), &["user"], &[]).unwrap();
         let mut model = Model::new();
         // The job writes each key's versions in event-time order (see `tables::pack`);
         // equal times across and within writes are rewrites, the last one wins.
@@ -63,7 +63,7 @@ proptest! {
         queries in prop::collection::vec((0u8..4, 0u64..70), 1..30),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = TableStore::open(dir.path(), &["user"]).unwrap();
+        let store = TableStore::open(dir.path(), &["user"], &["user"]).unwrap();
         let mut model = Model::new();
         let mut puts = puts;
         puts.sort_by_key(|p| p.1);
@@ -91,7 +91,7 @@ proptest! {
 #[test]
 fn retention_drops_old_versions_but_keeps_the_newest_one_reads_need() {
     let dir = tempfile::tempdir().unwrap();
-    let store = TableStore::open(dir.path(), &["user"]).unwrap();
+    let store = TableStore::open(dir.path(), &["user"], &["user"]).unwrap();
     // One write per version, as passes of the job far apart in event time write them
     // (the versions of one key in one write share an entry and are kept or go together).
     let versions: Vec<(&[u8], u64, &[u8])> = vec![
@@ -132,8 +132,8 @@ fn retention_drops_old_versions_but_keeps_the_newest_one_reads_need() {
 #[test]
 fn a_locked_state_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = TableStore::open(dir.path(), &["user"]).unwrap();
-    match TableStore::open(dir.path(), &["user"]) {
+    let _first = TableStore::open(dir.path(), &["user"], &[]).unwrap();
+    match TableStore::open(dir.path(), &["user"], &[]) {
         Err(e @ StoreError::Locked(_)) => assert!(e.to_string().contains("locked"), "{e}"),
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("a second writer must not open the same state directory"),
@@ -146,7 +146,7 @@ fn a_locked_state_directory_is_named() {
 fn an_incompatible_state_directory_is_named_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("FORMAT"), "labeljoin-tables 0\n").unwrap();
-    match TableStore::open(dir.path(), &["user"]) {
+    match TableStore::open(dir.path(), &["user"], &[]) {
         Err(e @ StoreError::Incompatible { .. }) => {
             assert!(e.to_string().contains("labeljoin-tables 0"), "{e}")
         }
@@ -162,17 +162,35 @@ fn an_incompatible_state_directory_is_named_and_left_alone() {
 #[test]
 fn unknown_tables_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let store = TableStore::open(dir.path(), &["user"]).unwrap();
+    let store = TableStore::open(dir.path(), &["user"], &[]).unwrap();
     let e = store.get("campaign", b"c1", 0).unwrap_err();
     assert!(e.to_string().contains("campaign"), "{e}");
     assert_eq!(store.tables(), vec!["user".to_string()]);
 }
 
 #[test]
+fn retention_on_a_table_opened_without_it_is_refused_naming_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TableStore::open(dir.path(), &["user", "campaign"], &["user"]).unwrap();
+    store.set_retention_cutoff("user", 10).unwrap();
+    match store.apply_retention("campaign", 10) {
+        Err(e @ StoreError::NoRetention(_)) => {
+            let e = e.to_string();
+            assert!(e.contains("\"campaign\"") && e.contains("retention"), "{e}");
+        }
+        other => panic!("expected NoRetention, got {other:?}"),
+    }
+    assert!(matches!(
+        store.set_retention_cutoff("country", 10),
+        Err(StoreError::UnknownTable(_))
+    ));
+}
+
+#[test]
 fn a_restored_snapshot_answers_every_read_as_the_original_did_at_that_version() {
     use labeljoin::tables::snapshot;
     let state = tempfile::tempdir().unwrap();
-    let store = TableStore::open(state.path(), &["user", "campaign"]).unwrap();
+    let store = TableStore::open(state.path(), &["user", "campaign"], &[]).unwrap();
     let before: Vec<(&[u8], u64, &[u8])> =
         vec![(b"u1", 10, b"a"), (b"u1", 20, b"b"), (b"u2", 15, b"c")];
     store.put_versions("user", before).unwrap();
@@ -218,7 +236,7 @@ fn a_restored_snapshot_answers_every_read_as_the_original_did_at_that_version() 
 fn a_corrupted_snapshot_is_named_and_nothing_is_restored() {
     use labeljoin::tables::snapshot;
     let state = tempfile::tempdir().unwrap();
-    let store = TableStore::open(state.path(), &["user"]).unwrap();
+    let store = TableStore::open(state.path(), &["user"], &[]).unwrap();
     store
         .put_versions("user", vec![(&b"u1"[..], 10, &b"a"[..])])
         .unwrap();

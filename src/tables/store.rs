@@ -129,8 +129,8 @@ impl TableStore {
                 names.push(t.to_string());
             }
         }
-        let cutoffs: HashMap<String, Arc<Cutoff>> = retained
-            .iter()
+        let cutoffs: HashMap<String, Arc<Cutoff>> = (retained.iter())
+            .filter(|n| names.iter().any(|t| t == *n))
             .map(|n| (n.to_string(), Arc::default()))
             .collect();
         let cfs = names.iter().map(|n| {

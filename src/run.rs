@@ -97,13 +97,20 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
         (Some(dir), Some(c)) => Some(dir.join(format!("process-{}", c.process))),
         (state, _) => state.clone(),
     };
+    // Per table with retention: the history it keeps. Reads of sliding windows subtract the
+    // version one window earlier (see `tables::row`): retention keeps that much more.
+    let retention: Vec<(String, Time)> = pipeline
+        .tables
+        .iter()
+        .filter_map(|t| {
+            let longest = crate::tables::row::windows(&t.features).last().copied();
+            Some((t.name.clone(), t.retention? + longest.unwrap_or(0)))
+        })
+        .collect();
     let store = match &state {
         Some(dir) => {
             let names: Vec<&str> = pipeline.tables.iter().map(|t| t.name.as_str()).collect();
-            let retained: Vec<&str> = (pipeline.tables.iter())
-                .filter(|t| t.retention.is_some())
-                .map(|t| t.name.as_str())
-                .collect();
+            let retained: Vec<&str> = retention.iter().map(|(t, _)| t.as_str()).collect();
             let store = TableStore::open(dir, &names, &retained)?;
             store.expect_writers(opts.workers.max(1));
             crate::tables::write_schema(dir, &pipeline)?;
@@ -133,16 +140,6 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> anyhow::Result<Summary> {
     let progress = opts
         .progress
         .then(|| spawn_progress(metrics.clone(), stop.clone()));
-    // Reads of sliding windows subtract the version one window earlier (see `tables::row`):
-    // retention keeps that much more history.
-    let retention: Vec<(String, Time)> = pipeline
-        .tables
-        .iter()
-        .filter_map(|t| {
-            let longest = crate::tables::row::windows(&t.features).last().copied();
-            Some((t.name.clone(), t.retention? + longest.unwrap_or(0)))
-        })
-        .collect();
     let maintenance = match (&store, &state) {
         (Some(store), Some(dir)) => Some(spawn_maintenance(
             store.clone(),
